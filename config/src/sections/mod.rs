@@ -1,0 +1,15 @@
+//! One module per section of the configuration file: its raw serde struct (declared with
+//! [`crate::schema::raw_section!`]), its validated struct and the check between them.
+
+pub(crate) mod federation;
+pub(crate) mod http;
+pub(crate) mod logging;
+pub(crate) mod login;
+pub(crate) mod metrics;
+pub(crate) mod opentelemetry;
+pub(crate) mod passwords;
+pub(crate) mod registration;
+pub(crate) mod rooms;
+pub(crate) mod storage;
+pub(crate) mod tls;
+pub(crate) mod well_known;

@@ -1,0 +1,26 @@
+//! The set of core services a running server holds, built once at start-up and passed down.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::accounts::Accounts;
+use crate::keys::ServerKeys;
+use crate::storage::KvStore;
+
+/// Every core service, constructed by the server's start-up code and shared by the API layer.
+pub struct Services {
+    /// The database.
+    pub store: Arc<dyn KvStore>,
+    /// The server's signing key.
+    pub keys: ServerKeys,
+    /// Users, devices, tokens, registration.
+    pub accounts: Accounts,
+}
+
+impl fmt::Debug for Services {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Services")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,77 @@
+//! The catalogue: every column family Axon uses, declared once with its tuning.
+//!
+//! A table names its column family through one of these statics; nothing opens a column
+//! family by a string picked at a call site.
+
+/// How a column family is read, which decides its RocksDB tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Mostly point lookups by whole key (bloom filters pay off).
+    PointLookup,
+    /// Ordered scans over key ranges or prefixes.
+    Ordered,
+    /// Tiny and read all the time (kept in the block cache with high priority).
+    SmallHot,
+}
+
+/// One column family: a name and how it is used.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ColumnFamily {
+    /// The name in the database (never change it: it is the on-disk identity).
+    pub name: &'static str,
+    /// Access pattern, for tuning.
+    pub access: Access,
+}
+
+macro_rules! column_families {
+    ($($(#[$doc:meta])* $ident:ident = ($name:literal, $access:ident);)+) => {
+        $(
+            $(#[$doc])*
+            pub static $ident: ColumnFamily = ColumnFamily { name: $name, access: Access::$access };
+        )+
+
+        /// Every column family, in declaration order.
+        pub static ALL: &[&ColumnFamily] = &[$(&$ident),+];
+    };
+}
+
+column_families! {
+    /// Database-wide facts: schema version, creation time.
+    META = ("meta", SmallHot);
+    /// Local users by user id: the account record (password hash, flags, profile).
+    USERS = ("users", PointLookup);
+    /// Devices by (user id, device id).
+    DEVICES = ("devices", Ordered);
+    /// Access tokens by their SHA-256 hash.
+    ACCESS_TOKENS = ("access_tokens", PointLookup);
+    /// Refresh tokens by their SHA-256 hash.
+    REFRESH_TOKENS = ("refresh_tokens", PointLookup);
+    /// Short-lived login tokens (`m.login.token`) by their SHA-256 hash.
+    LOGIN_TOKENS = ("login_tokens", PointLookup);
+    /// Registration tokens by token string.
+    REGISTRATION_TOKENS = ("registration_tokens", Ordered);
+    /// Global monotonic counters (stream positions, id allocators).
+    COUNTERS = ("counters", SmallHot);
+}
+
+/// The column family called `name`, if the catalogue has one.
+pub fn by_name(name: &str) -> Option<&'static ColumnFamily> {
+    ALL.iter().copied().find(|cf| cf.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_findable() {
+        let mut seen = HashSet::new();
+        for cf in ALL {
+            assert!(seen.insert(cf.name), "duplicate column family {}", cf.name);
+            assert_eq!(by_name(cf.name), Some(*cf));
+        }
+        assert_eq!(by_name("no such family"), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! Discovery: `/versions`, `/.well-known/matrix/client`, `/capabilities`.
+
+use std::collections::BTreeMap;
+
+use axon_api::{ApiResult, AppState, Ruma, RumaResponse};
+use axum::extract::State;
+use ruma::RoomVersionId;
+use ruma::api::client::discovery::{
+    discover_homeserver::{self, HomeserverInfo},
+    get_capabilities::{
+        self,
+        v3::{Capabilities, ProfileFieldsCapability, RoomVersionStability, RoomVersionsCapability},
+    },
+    get_supported_versions,
+};
+use ruma::profile::ProfileFieldName;
+
+/// The client-server API versions Axon speaks. Older clients pick the newest they know.
+const SUPPORTED_VERSIONS: &[&str] = &[
+    "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2",
+    "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13",
+    "v1.14", "v1.15", "v1.16",
+];
+
+/// Room versions this server can create and join, all stable.
+pub(crate) const ROOM_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+];
+
+/// # `GET /_matrix/client/versions`
+pub(crate) async fn versions(
+    _: Ruma<get_supported_versions::Request>,
+) -> ApiResult<RumaResponse<get_supported_versions::Response>> {
+    let mut response = get_supported_versions::Response::new(
+        SUPPORTED_VERSIONS
+            .iter()
+            .map(|version| (*version).to_owned())
+            .collect(),
+    );
+    response.unstable_features = BTreeMap::new();
+    Ok(response.into())
+}
+
+/// # `GET /.well-known/matrix/client`
+pub(crate) async fn well_known_client(
+    State(state): State<AppState>,
+    _: Ruma<discover_homeserver::Request>,
+) -> ApiResult<RumaResponse<discover_homeserver::Response>> {
+    let base_url = state.config().well_known.client_base_url.clone();
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(base_url)).into())
+}
+
+/// # `GET /_matrix/client/v3/capabilities`
+pub(crate) async fn capabilities(
+    State(state): State<AppState>,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> ApiResult<RumaResponse<get_capabilities::v3::Response>> {
+    let available = ROOM_VERSIONS
+        .iter()
+        .map(|version| (version.clone(), RoomVersionStability::Stable))
+        .collect();
+    let default = RoomVersionId::try_from(state.config().rooms.default_room_version.as_str())
+        .unwrap_or(RoomVersionId::V11);
+    let mut capabilities = Capabilities::new();
+    capabilities.room_versions = RoomVersionsCapability::new(default, available);
+    capabilities.change_password.enabled = true;
+    let mut profile_fields = ProfileFieldsCapability::new(true);
+    profile_fields.allowed = Some(vec![
+        ProfileFieldName::DisplayName,
+        ProfileFieldName::AvatarUrl,
+    ]);
+    capabilities.profile_fields = Some(profile_fields);
+    // Clients older than v1.16 read these instead of `m.profile_fields`.
+    #[allow(deprecated)]
+    {
+        capabilities.set_displayname.enabled = true;
+        capabilities.set_avatar_url.enabled = true;
+    }
+    capabilities.thirdparty_id_changes.enabled = false;
+    capabilities.get_login_token.enabled = true;
+    Ok(get_capabilities::v3::Response::new(capabilities).into())
+}

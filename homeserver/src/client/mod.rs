@@ -1,0 +1,73 @@
+//! The client-server API, one module per endpoint group.
+
+use axon_api::{ApiError, AppState, RumaRouterExt};
+use axon_core::Services;
+use axon_core::accounts::AccountError;
+use axum::Router;
+use ruma::api::client::{account, device, discovery, profile, session};
+
+mod account_handlers;
+mod devices;
+pub(crate) mod discovery_handlers;
+mod profile_handlers;
+mod register;
+mod session_handlers;
+mod uiaa;
+
+/// Every client-server route.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .ruma_route::<discovery::get_supported_versions::Request, _, _>(
+            discovery_handlers::versions,
+        )
+        .ruma_route::<discovery::discover_homeserver::Request, _, _>(
+            discovery_handlers::well_known_client,
+        )
+        .ruma_route::<discovery::get_capabilities::v3::Request, _, _>(
+            discovery_handlers::capabilities,
+        )
+        .ruma_route::<account::register::v3::Request, _, _>(register::register)
+        .ruma_route::<account::get_username_availability::v3::Request, _, _>(
+            register::username_available,
+        )
+        .ruma_route::<account::check_registration_token_validity::v1::Request, _, _>(
+            register::registration_token_validity,
+        )
+        .ruma_route::<session::get_login_types::v3::Request, _, _>(session_handlers::login_types)
+        .ruma_route::<session::login::v3::Request, _, _>(session_handlers::login)
+        .ruma_route::<session::refresh_token::v3::Request, _, _>(session_handlers::refresh)
+        .ruma_route::<session::logout::v3::Request, _, _>(session_handlers::logout)
+        .ruma_route::<session::logout_all::v3::Request, _, _>(session_handlers::logout_all)
+        .ruma_route::<session::get_login_token::v1::Request, _, _>(
+            session_handlers::get_login_token,
+        )
+        .ruma_route::<account::whoami::v3::Request, _, _>(session_handlers::whoami)
+        .ruma_route::<device::get_devices::v3::Request, _, _>(devices::list)
+        .ruma_route::<device::get_device::v3::Request, _, _>(devices::get)
+        .ruma_route::<device::update_device::v3::Request, _, _>(devices::update)
+        .ruma_route::<device::delete_device::v3::Request, _, _>(devices::delete)
+        .ruma_route::<device::delete_devices::v3::Request, _, _>(devices::delete_many)
+        .ruma_route::<account::change_password::v3::Request, _, _>(
+            account_handlers::change_password,
+        )
+        .ruma_route::<account::deactivate::v3::Request, _, _>(account_handlers::deactivate)
+        .ruma_route::<profile::get_profile::v3::Request, _, _>(profile_handlers::get_profile)
+        .ruma_route::<profile::get_profile_field::v3::Request, _, _>(profile_handlers::get_field)
+        .ruma_route::<profile::set_profile_field::v3::Request, _, _>(profile_handlers::set_field)
+        .ruma_route::<profile::delete_profile_field::v3::Request, _, _>(
+            profile_handlers::delete_field,
+        )
+}
+
+/// Runs accounts work that may hash a password (or otherwise block) on the blocking pool.
+pub(crate) async fn blocking<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Services) -> Result<T, AccountError> + Send + 'static,
+{
+    let services = state.services_arc();
+    tokio::task::spawn_blocking(move || work(&services))
+        .await
+        .map_err(|err| ApiError::internal(format!("blocking task failed: {err}")))?
+        .map_err(ApiError::from)
+}

@@ -1,0 +1,5 @@
+//! The `axon` binary.
+
+fn main() -> std::process::ExitCode {
+    axon_homeserver::cli::main()
+}

@@ -1,0 +1,318 @@
+//! Start-up and shutdown of a serving `axon`: open storage, load keys, build the services and
+//! the router, bind the listeners, and on SIGTERM/SIGINT let in-flight requests finish before
+//! closing the database cleanly.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axon_api::AppState;
+use axon_config::Config;
+use axon_core::Services;
+use axon_core::accounts::{AccountSettings, Accounts, Argon2Params, ThrottleSettings};
+use axon_core::keys::ServerKeys;
+use axon_core::storage::{RocksOptions, StorageError, open_database};
+use axum::Router;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use ruma::OwnedServerName;
+
+use crate::observability::{self, Metrics};
+use crate::router;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Storage(#[from] StorageError),
+    /// The signing key could not be loaded or created.
+    #[error(transparent)]
+    Keys(#[from] axon_core::keys::KeyError),
+    /// The configured server name is not a valid Matrix server name.
+    #[error("server_name {0:?} is not a valid Matrix server name")]
+    ServerName(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        /// What the listener is for.
+        what: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("cannot load the TLS certificate {certificate} / key {key}: {source}")]
+    Tls {
+        /// The certificate path.
+        certificate: PathBuf,
+        /// The key path.
+        key: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A listener failed while serving.
+    #[error("listener {what} failed: {source}")]
+    Serve {
+        /// What the listener is for.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The services of a server, built from its configuration.
+pub fn build_services(config: &Config) -> Result<Arc<Services>, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let server_name = OwnedServerName::try_from(config.server_name.as_str())
+        .map_err(|_| ServeError::ServerName(config.server_name.clone()))?;
+    let store = open_database(
+        &config.data_dir.join("db"),
+        RocksOptions {
+            sync_writes: config.storage.sync_writes,
+            block_cache_bytes: config.storage.block_cache_bytes(),
+            max_open_files: config.storage.max_open_files,
+        },
+    )?;
+    let keys = ServerKeys::load_or_create(&config.data_dir, &server_name)?;
+    let accounts = Accounts::new(Arc::clone(&store), account_settings(config, server_name));
+    Ok(Arc::new(Services {
+        store,
+        keys,
+        accounts,
+    }))
+}
+
+fn account_settings(config: &Config, server_name: OwnedServerName) -> AccountSettings {
+    let mut settings = AccountSettings::new(server_name);
+    settings.password_min_length = config.passwords.minimum_length;
+    settings.argon2 = Argon2Params {
+        memory_kib: config.passwords.argon2_memory_kib,
+        iterations: config.passwords.argon2_iterations,
+        parallelism: config.passwords.argon2_parallelism,
+    };
+    settings.throttle = ThrottleSettings {
+        max_failures: config.login.max_failures,
+        window: config.login.failure_window(),
+    };
+    settings.access_token_lifetime = config.login.access_token_lifetime(false);
+    if let Some(lifetime) = config.login.access_token_lifetime(true) {
+        settings.refresh_access_token_lifetime = lifetime;
+    }
+    settings
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let config = Arc::new(config);
+    let services = build_services(&config)?;
+    let metrics = Metrics::new();
+    register_storage_metrics(&metrics, &services);
+
+    let state = AppState::new(Arc::clone(&config), Arc::clone(&services));
+    let app = router::build(state, metrics.clone());
+    let handle = Handle::new();
+
+    let mut listeners = tokio::task::JoinSet::new();
+    let http = bind("client and federation HTTP", config.http.address)?;
+    listeners.spawn(serve_plain(
+        "client and federation HTTP",
+        http,
+        app.clone(),
+        handle.clone(),
+    ));
+    if let Some(tls) = config.tls.listener() {
+        let rustls = RustlsConfig::from_pem_file(tls.certificate, tls.private_key)
+            .await
+            .map_err(|source| ServeError::Tls {
+                certificate: tls.certificate.to_owned(),
+                key: tls.private_key.to_owned(),
+                source,
+            })?;
+        let listener = bind("TLS", tls.address)?;
+        let server = axum_server::from_tcp_rustls(listener, rustls)
+            .map_err(|source| ServeError::Bind {
+                what: "TLS",
+                address: tls.address,
+                source,
+            })?
+            .handle(handle.clone());
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        listeners.spawn(async move {
+            server
+                .serve(service)
+                .await
+                .map_err(|source| ServeError::Serve {
+                    what: "TLS",
+                    source,
+                })
+        });
+        tracing::info!(address = %tls.address, "listening (TLS)");
+    }
+    if config.metrics.enabled {
+        let listener = bind("metrics", config.metrics.address)?;
+        let metrics_app = observability::metrics_router(metrics.clone());
+        listeners.spawn(serve_plain(
+            "metrics",
+            listener,
+            metrics_app,
+            handle.clone(),
+        ));
+        tracing::info!(address = %config.metrics.address, "serving Prometheus metrics");
+    }
+    tracing::info!(
+        server_name = %config.server_name,
+        address = %config.http.address,
+        version = env!("CARGO_PKG_VERSION"),
+        "axon is ready"
+    );
+
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        wait_for_shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        shutdown_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+
+    let mut result = Ok(());
+    while let Some(joined) = listeners.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "listener failed; shutting down");
+                handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+                result = Err(err);
+            }
+            Err(err) => tracing::error!(error = %err, "listener task failed"),
+        }
+    }
+    drop(app);
+    if let Err(err) = services.store.flush() {
+        tracing::error!(error = %err, "final flush of the database failed");
+    }
+    tracing::info!("stopped");
+    result
+}
+
+fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address).map_err(|source| ServeError::Bind {
+        what,
+        address,
+        source,
+    })
+}
+
+async fn serve_plain(
+    what: &'static str,
+    listener: TcpListener,
+    app: Router,
+    handle: Handle<SocketAddr>,
+) -> Result<(), ServeError> {
+    let address = listener.local_addr().ok();
+    let server = axum_server::from_tcp(listener)
+        .map_err(|source| ServeError::Serve { what, source })?
+        .handle(handle);
+    if let Some(address) = address {
+        tracing::info!(%address, "listening ({what})");
+    }
+    server
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .map_err(|source| ServeError::Serve { what, source })
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Gauges read at scrape time: database size, users, active tokens.
+fn register_storage_metrics(metrics: &Metrics, services: &Arc<Services>) {
+    let mut results = Vec::new();
+    use axon_core::storage::catalogue;
+    let for_size = Arc::clone(services);
+    results.push(metrics.register_gauge_fn(
+        "axon_database_size_bytes",
+        "Bytes used by the database (SST files and memtables)",
+        move || {
+            catalogue::ALL
+                .iter()
+                .filter_map(|cf| for_size.store.stats(cf).ok())
+                .map(|stats| stats.bytes as i64)
+                .sum()
+        },
+    ));
+    let for_keys = Arc::clone(services);
+    results.push(metrics.register_gauge_fn(
+        "axon_database_keys",
+        "Estimated number of keys in the database",
+        move || {
+            catalogue::ALL
+                .iter()
+                .filter_map(|cf| for_keys.store.stats(cf).ok())
+                .map(|stats| stats.estimated_keys as i64)
+                .sum()
+        },
+    ));
+    let for_users = Arc::clone(services);
+    results.push(metrics.register_gauge_fn(
+        "axon_registered_users",
+        "Local user accounts",
+        move || {
+            for_users
+                .accounts
+                .count_users()
+                .map_or(-1, |counts| counts.total as i64)
+        },
+    ));
+    let for_tokens = Arc::clone(services);
+    results.push(metrics.register_gauge_fn(
+        "axon_active_access_tokens",
+        "Access tokens that are currently valid",
+        move || {
+            for_tokens
+                .accounts
+                .count_active_access_tokens()
+                .map_or(-1, |count| count as i64)
+        },
+    ));
+    for error in results.into_iter().filter_map(Result::err) {
+        tracing::error!(%error, "cannot register a metric");
+    }
+}
