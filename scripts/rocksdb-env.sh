@@ -2,6 +2,10 @@
 # Keeps a static RocksDB (and snappy) built by the rocksdb crate outside the target dir, so a
 # clean target dir or a new toolchain does not pay RocksDB's ~10-minute C++ build again.
 #
+# Only the dev profile's build is kept: it is compiled at the dev profile's optimisation
+# level (-O0), good for tests and unfit for production, so do not export these variables in
+# a shell that builds with --release.
+#
 #   source scripts/rocksdb-env.sh CACHE_DIR         export the variables if a build is saved
 #   scripts/rocksdb-env.sh CACHE_DIR --save          save the libraries of the last build
 set -euo pipefail
@@ -9,12 +13,12 @@ set -euo pipefail
 cache=${1:?usage: rocksdb-env.sh CACHE_DIR [--save]}
 version=$(awk '/^name = "librocksdb-sys"/ { getline; gsub(/[^0-9a-z.+-]/, "", $3); print $3 }' \
     "$(dirname "${BASH_SOURCE[0]}")/../Cargo.lock")
-saved="$cache/librocksdb-sys-$version"
+saved="$cache/librocksdb-sys-$version-dev"
 
 if [[ ${2:-} == --save ]]; then
     [[ -f $saved/librocksdb.a ]] && exit 0
     target=${CARGO_TARGET_DIR:-target}
-    built=$(ls -t "$target"/*/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1 || true)
+    built=$(ls -t "$target"/debug/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1 || true)
     if [[ -z $built ]]; then
         echo "rocksdb-env: no RocksDB build to save (linked from $saved already?)" >&2
         exit 0

@@ -52,13 +52,14 @@ pub(crate) async fn user_from_token(
     token: &str,
     client: &ClientInfo,
 ) -> Result<AuthenticatedUser, ApiError> {
-    let user = state
-        .services()
-        .accounts
-        .authenticate(token)
-        .map_err(ApiError::from)?;
+    let accounts = &state.services().accounts;
+    let user = accounts.authenticate(token).map_err(ApiError::from)?;
     tracing::Span::current().record("user_id", user.user_id.as_str());
-    let _ = client;
+    // Devices show when and from where they were last used; failing to note that must not
+    // fail the request itself.
+    if let Err(error) = accounts.record_last_seen(&user.user_id, &user.device_id, client.ip) {
+        tracing::warn!(%error, "cannot record the device's last use");
+    }
     Ok(user)
 }
 

@@ -30,8 +30,6 @@ where
     pub identity: <R::Authentication as Authenticate>::Identity,
     /// Where it came from.
     pub client: ClientInfo,
-    /// The raw JSON body, for the few places that need fields ruma does not model.
-    pub json: Option<serde_json::Value>,
 }
 
 /// Facts about the connection a request came over.
@@ -83,17 +81,11 @@ where
             <R::Authentication as Authenticate>::authenticate(state, token.as_deref(), &client)
                 .await?;
 
-        let json = if bytes.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&bytes).ok()
-        };
         let body = parse::<R>(&parts, &bytes, &path_args)?;
         Ok(Self {
             body,
             identity,
             client,
-            json,
         })
     }
 }

@@ -156,3 +156,43 @@ async fn register_user_creates_users_offline() {
         "M_FORBIDDEN",
     );
 }
+
+#[tokio::test]
+async fn create_registration_token_works_offline() {
+    let mut hs =
+        Homeserver::start(ServerOptions::new().with_toml("[registration]\nrequire_token = true"))
+            .await;
+    let stopped = hs.stop().await;
+    assert!(stopped.success(), "SIGTERM exit: {stopped}");
+
+    let created = hs
+        .cli(
+            "create-registration-token",
+            &["--uses", "1", "--expires-in-days", "7"],
+        )
+        .await;
+    created.assert_success();
+    let token = created.stdout.trim().to_owned();
+    assert!(!token.is_empty(), "no token printed");
+    hs.cli("create-registration-token", &["--token", "bad token!"])
+        .await
+        .assert_failure();
+
+    hs.restart().await;
+    let client = hs.client();
+    let alice = client.register_with_token("alice", PASSWORD, &token).await;
+    assert_eq!(alice.user_id, hs.user_id("alice"));
+    // One use only.
+    let again = client
+        .register_with(
+            json!({ "username": "bob", "password": PASSWORD }),
+            &axon_complement_tests::Auth::dummy().with_registration_token(&token),
+        )
+        .await;
+    again.assert_status(401);
+    assert!(
+        again.body.get("access_token").is_none(),
+        "{}",
+        again.describe()
+    );
+}

@@ -91,6 +91,33 @@ async fn device_can_be_read_and_renamed() {
 }
 
 #[tokio::test]
+async fn a_device_shows_when_and_from_where_it_was_last_used() {
+    let hs = Homeserver::start(ServerOptions::new()).await;
+    let client = hs.client();
+    let first = client.register("alice", PASSWORD).await;
+    let phone = login_named(&client, "Phone").await;
+    let before_use = axon_complement_tests::now_ms();
+    client.as_session(&phone).whoami().await.assert_ok();
+
+    let resp = client
+        .as_session(&first)
+        .get(&device_path(&phone.device_id))
+        .await;
+    resp.assert_ok();
+    assert_eq!(
+        resp.str_at("/last_seen_ip"),
+        "127.0.0.1",
+        "{}",
+        resp.describe()
+    );
+    let seen = resp.u64_at("/last_seen_ts");
+    assert!(
+        seen >= before_use.saturating_sub(1_000) && seen <= axon_complement_tests::now_ms(),
+        "last_seen_ts {seen} is not the time of the last request ({before_use})"
+    );
+}
+
+#[tokio::test]
 async fn unknown_and_foreign_devices_are_not_found() {
     let hs = Homeserver::start(ServerOptions::new()).await;
     let client = hs.client();

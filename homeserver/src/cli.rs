@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use axon_config::{CONFIG_ENV_VAR, Config, ConfigError};
-use axon_core::accounts::{AccountError, Accounts, RegisterRequest};
+use axon_core::accounts::{AccountError, Accounts, NewRegistrationToken, RegisterRequest};
 use clap::{Parser, Subcommand};
 use ruma::OwnedUserId;
 
@@ -49,6 +49,19 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Create a registration token directly in the database (the server must be stopped;
+    /// while it runs, use the admin API).
+    CreateRegistrationToken {
+        /// The token text (1 to 64 of `A-Z a-z 0-9 . _ ~ -`); generated when omitted.
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations it allows; unlimited when omitted.
+        #[arg(long, value_name = "N")]
+        uses: Option<u32>,
+        /// Days until it expires; never when omitted.
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -66,6 +79,11 @@ pub fn main() -> ExitCode {
             password,
             admin,
         } => register_user(cli.config.as_deref(), &user, password, admin),
+        Command::CreateRegistrationToken {
+            token,
+            uses,
+            expires_in_days,
+        } => create_registration_token(cli.config.as_deref(), token, uses, expires_in_days),
     }
 }
 
@@ -207,6 +225,49 @@ fn create_user(
     let mut request = RegisterRequest::user(user_id.localpart(), Some(hash));
     request.admin = admin;
     accounts.register(request)
+}
+
+fn create_registration_token(
+    path: Option<&Path>,
+    token: Option<String>,
+    uses: Option<u32>,
+    expires_in_days: Option<u32>,
+) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let services = match server::build_services(&config) {
+        Ok(services) => services,
+        Err(err) => {
+            print_err(&format!("axon: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+    let expiry_time =
+        expires_in_days.map(|days| axon_core::accounts::now_ms() + u64::from(days) * DAY_MS);
+    let created = services
+        .accounts
+        .registration_tokens()
+        .create(NewRegistrationToken {
+            token,
+            length: None,
+            uses_allowed: uses,
+            expiry_time,
+        });
+    match created {
+        Ok(token) => {
+            print_out(&token.token);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            print_err(&format!(
+                "axon: cannot create the registration token: {err}"
+            ));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn read_password_from_stdin() -> std::io::Result<String> {

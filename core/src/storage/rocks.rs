@@ -326,6 +326,9 @@ impl KvStore for RocksStore {
         self.db.get_cf(self.handle(cf)?, key).map_err(backend)
     }
 
+    // One span per storage transaction, so a slow request shows whether its time went to
+    // the database (exported with the request's trace when OpenTelemetry is on).
+    #[tracing::instrument(level = "info", name = "storage_write", skip_all, fields(ops = batch.len()))]
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         if batch.is_empty() {
             return Ok(());

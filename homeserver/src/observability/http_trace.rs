@@ -77,6 +77,8 @@ pub async fn trace_request(mut request: Request, next: Next) -> Response {
         request_id = %id,
         status = Empty,
         latency_ms = Empty,
+        // Filled in by authentication, so every log line of the request names its user.
+        user_id = Empty,
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = Empty,
