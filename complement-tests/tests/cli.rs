@@ -94,6 +94,19 @@ async fn server_refuses_to_start_with_an_unknown_key() {
 }
 
 #[tokio::test]
+async fn server_refuses_to_start_with_an_unsupported_default_room_version() {
+    let err = Homeserver::try_start(
+        ServerOptions::new().with_toml("[rooms]\ndefault_room_version = \"99\""),
+    )
+    .await
+    .err()
+    .unwrap_or_else(|| panic!("axon started with an unsupported default room version"));
+    assert!(err.exit_status.is_some_and(|s| !s.success()), "{err}");
+    assert!(err.log.contains("rooms.default_room_version"), "{err}");
+    assert!(err.log.contains("\"99\""), "{err}");
+}
+
+#[tokio::test]
 async fn server_refuses_to_start_with_an_invalid_value() {
     let err = Homeserver::try_start(
         ServerOptions::new().with_toml("[passwords]\nargon2_iterations = \"lots\""),

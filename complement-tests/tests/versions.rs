@@ -117,6 +117,16 @@ async fn capabilities_report_password_change_and_room_versions() {
         );
     }
     assert_eq!(resp.str_at("/capabilities/m.room_versions/default"), "11");
+    // Versions whose rules are only implemented on a best-effort basis are not offered as
+    // stable; the current ones are.
+    assert_eq!(
+        resp.str_at("/capabilities/m.room_versions/available/1"),
+        "unstable"
+    );
+    assert_eq!(
+        resp.str_at("/capabilities/m.room_versions/available/12"),
+        "stable"
+    );
     assert_eq!(
         resp.str_at("/capabilities/m.room_versions/available/11"),
         "stable"

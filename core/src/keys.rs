@@ -13,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use ruma::room_version_rules::RedactionRules;
 use ruma::signatures::{Ed25519KeyPair, KeyPair};
 use ruma::{CanonicalJsonObject, OwnedServerName, OwnedServerSigningKeyId, ServerName};
 
@@ -127,6 +128,24 @@ impl ServerKeys {
     pub fn sign_json(&self, object: &mut CanonicalJsonObject) -> Result<(), KeyError> {
         ruma::signatures::sign_json(self.server_name.as_str(), &self.key_pair, object)
             .map_err(|err| KeyError::Signing(err.to_string()))
+    }
+
+    /// Adds the content hash (`hashes.sha256`) and this server's signature to a new PDU.
+    ///
+    /// The signature covers the event as redacted by `redaction_rules` (the rules of the event's
+    /// room version), so it stays valid after the event is redacted.
+    pub fn hash_and_sign_event(
+        &self,
+        event: &mut CanonicalJsonObject,
+        redaction_rules: &RedactionRules,
+    ) -> Result<(), KeyError> {
+        ruma::signatures::hash_and_sign_event(
+            self.server_name.as_str(),
+            &self.key_pair,
+            event,
+            redaction_rules,
+        )
+        .map_err(|err| KeyError::Signing(err.to_string()))
     }
 
     /// A raw signature of `message`, for callers that build their own signed structures.

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod keys;
+pub mod rooms;
 mod services;
 pub mod storage;
 

@@ -42,6 +42,9 @@ pub enum ServeError {
     /// The signing key could not be loaded or created.
     #[error(transparent)]
     Keys(#[from] axon_core::keys::KeyError),
+    /// The configured default room version is not one this server supports.
+    #[error("rooms.default_room_version: {0}")]
+    RoomVersion(#[from] axon_core::rooms::room_version::UnsupportedRoomVersion),
     /// The configured server name is not a valid Matrix server name.
     #[error("server_name {0:?} is not a valid Matrix server name")]
     ServerName(String),
@@ -83,6 +86,7 @@ pub fn build_services(config: &Config) -> Result<Arc<Services>, ServeError> {
     })?;
     let server_name = OwnedServerName::try_from(config.server_name.as_str())
         .map_err(|_| ServeError::ServerName(config.server_name.clone()))?;
+    axon_core::rooms::room_version::default_room_version(&config.rooms.default_room_version)?;
     let store = open_database(
         &config.data_dir.join("db"),
         RocksOptions {

@@ -52,6 +52,18 @@ column_families! {
     REGISTRATION_TOKENS = ("registration_tokens", Ordered);
     /// Global monotonic counters (stream positions, id allocators).
     COUNTERS = ("counters", SmallHot);
+    /// Interned `(event type, state key)` pairs -> their short id (`ShortStateKey`).
+    SHORT_STATE_KEYS = ("short_state_keys", PointLookup);
+    /// Short state key -> its `(event type, state key)` pair.
+    SHORT_STATE_KEYS_REVERSE = ("short_state_keys_reverse", PointLookup);
+    /// Interned event ids -> their short id (`ShortEventId`).
+    SHORT_EVENT_IDS = ("short_event_ids", PointLookup);
+    /// Short event id -> its event id.
+    SHORT_EVENT_IDS_REVERSE = ("short_event_ids_reverse", PointLookup);
+    /// Room state snapshots by snapshot id: a full base map or a delta over a parent.
+    STATE_SNAPSHOTS = ("state_snapshots", PointLookup);
+    /// Content hash of a snapshot's full state -> a snapshot id holding that state (dedup).
+    STATE_SNAPSHOT_BY_HASH = ("state_snapshot_by_hash", PointLookup);
 }
 
 /// The column family called `name`, if the catalogue has one.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use axon_api::{ApiResult, AppState, Ruma, RumaResponse};
+use axon_core::rooms::room_version::{default_room_version, supported_room_versions};
 use axum::extract::State;
 use ruma::RoomVersionId;
 use ruma::api::client::discovery::{
@@ -20,21 +21,6 @@ const SUPPORTED_VERSIONS: &[&str] = &[
     "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2",
     "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13",
     "v1.14", "v1.15", "v1.16",
-];
-
-/// Room versions this server can create and join, all stable.
-pub(crate) const ROOM_VERSIONS: &[RoomVersionId] = &[
-    RoomVersionId::V1,
-    RoomVersionId::V2,
-    RoomVersionId::V3,
-    RoomVersionId::V4,
-    RoomVersionId::V5,
-    RoomVersionId::V6,
-    RoomVersionId::V7,
-    RoomVersionId::V8,
-    RoomVersionId::V9,
-    RoomVersionId::V10,
-    RoomVersionId::V11,
 ];
 
 /// # `GET /_matrix/client/versions`
@@ -65,12 +51,21 @@ pub(crate) async fn capabilities(
     State(state): State<AppState>,
     _: Ruma<get_capabilities::v3::Request>,
 ) -> ApiResult<RumaResponse<get_capabilities::v3::Response>> {
-    let available = ROOM_VERSIONS
-        .iter()
-        .map(|version| (version.clone(), RoomVersionStability::Stable))
+    // Versions whose rules ruma implements only on a best-effort basis are offered as
+    // unstable, so clients do not pick them unasked.
+    let available = supported_room_versions()
+        .map(|version| {
+            let stability = if version.is_stable() {
+                RoomVersionStability::Stable
+            } else {
+                RoomVersionStability::Unstable
+            };
+            (version.id().clone(), stability)
+        })
         .collect();
-    let default = RoomVersionId::try_from(state.config().rooms.default_room_version.as_str())
-        .unwrap_or(RoomVersionId::V11);
+    // Start-up refuses an unsupported default, so the fallback is never used in practice.
+    let default = default_room_version(&state.config().rooms.default_room_version)
+        .map_or(RoomVersionId::V11, |version| version.id().clone());
     let mut capabilities = Capabilities::new();
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
     capabilities.change_password.enabled = true;

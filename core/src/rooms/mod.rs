@@ -1,0 +1,11 @@
+//! Rooms: the room event graph and its state.
+
+pub mod auth;
+pub mod pdu;
+pub mod resolve;
+pub mod room_version;
+pub mod short_ids;
+pub mod state;
+
+#[cfg(test)]
+mod fixtures;
