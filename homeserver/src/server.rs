@@ -12,7 +12,7 @@ use axon_config::Config;
 use axon_core::Services;
 use axon_core::accounts::{AccountSettings, Accounts, Argon2Params, ThrottleSettings};
 use axon_core::keys::ServerKeys;
-use axon_core::storage::{RocksOptions, StorageError, open_database};
+use axon_core::storage::{ColumnFamilyStats, RocksOptions, StorageError, catalogue, open_database};
 use axum::Router;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
@@ -266,33 +266,30 @@ async fn wait_for_shutdown_signal() {
     }
 }
 
+/// The sum of one figure over every column family.
+fn database_total(services: &Services, figure: fn(ColumnFamilyStats) -> u64) -> i64 {
+    let total: u64 = catalogue::ALL
+        .iter()
+        .filter_map(|cf| services.store.stats(cf).ok())
+        .map(figure)
+        .sum();
+    i64::try_from(total).unwrap_or(i64::MAX)
+}
+
 /// Gauges read at scrape time: database size, users, active tokens.
 fn register_storage_metrics(metrics: &Metrics, services: &Arc<Services>) {
     let mut results = Vec::new();
-    use axon_core::storage::catalogue;
     let for_size = Arc::clone(services);
     results.push(metrics.register_gauge_fn(
         "axon_database_size_bytes",
         "Bytes used by the database (SST files and memtables)",
-        move || {
-            catalogue::ALL
-                .iter()
-                .filter_map(|cf| for_size.store.stats(cf).ok())
-                .map(|stats| stats.bytes as i64)
-                .sum()
-        },
+        move || database_total(&for_size, |stats| stats.bytes),
     ));
     let for_keys = Arc::clone(services);
     results.push(metrics.register_gauge_fn(
         "axon_database_keys",
         "Estimated number of keys in the database",
-        move || {
-            catalogue::ALL
-                .iter()
-                .filter_map(|cf| for_keys.store.stats(cf).ok())
-                .map(|stats| stats.estimated_keys as i64)
-                .sum()
-        },
+        move || database_total(&for_keys, |stats| stats.estimated_keys),
     ));
     let for_users = Arc::clone(services);
     results.push(metrics.register_gauge_fn(
