@@ -5,16 +5,19 @@ use std::sync::Arc;
 
 use crate::accounts::Accounts;
 use crate::keys::ServerKeys;
+use crate::rooms::graph::Rooms;
 use crate::storage::KvStore;
 
 /// Every core service, constructed by the server's start-up code and shared by the API layer.
 pub struct Services {
     /// The database.
     pub store: Arc<dyn KvStore>,
-    /// The server's signing key.
-    pub keys: ServerKeys,
+    /// The server's signing key (shared with the services that sign).
+    pub keys: Arc<ServerKeys>,
     /// Users, devices, tokens, registration.
     pub accounts: Accounts,
+    /// Rooms: the event store, the append pipeline, the room locks and the stream notifier.
+    pub rooms: Rooms,
 }
 
 impl fmt::Debug for Services {

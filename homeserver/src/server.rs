@@ -12,6 +12,7 @@ use axon_config::Config;
 use axon_core::Services;
 use axon_core::accounts::{AccountSettings, Accounts, Argon2Params, ThrottleSettings};
 use axon_core::keys::ServerKeys;
+use axon_core::rooms::graph::Rooms;
 use axon_core::storage::{ColumnFamilyStats, RocksOptions, StorageError, catalogue, open_database};
 use axum::Router;
 use axum_server::Handle;
@@ -95,12 +96,14 @@ pub fn build_services(config: &Config) -> Result<Arc<Services>, ServeError> {
             max_open_files: config.storage.max_open_files,
         },
     )?;
-    let keys = ServerKeys::load_or_create(&config.data_dir, &server_name)?;
+    let keys = Arc::new(ServerKeys::load_or_create(&config.data_dir, &server_name)?);
     let accounts = Accounts::new(Arc::clone(&store), account_settings(config, server_name));
+    let rooms = Rooms::new(Arc::clone(&store), Arc::clone(&keys))?;
     Ok(Arc::new(Services {
         store,
         keys,
         accounts,
+        rooms,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! Rooms: the room event graph and its state.
 
 pub mod auth;
+pub mod graph;
 pub mod pdu;
 pub mod resolve;
 pub mod room_version;

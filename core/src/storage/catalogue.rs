@@ -64,6 +64,23 @@ column_families! {
     STATE_SNAPSHOTS = ("state_snapshots", PointLookup);
     /// Content hash of a snapshot's full state -> a snapshot id holding that state (dedup).
     STATE_SNAPSHOT_BY_HASH = ("state_snapshot_by_hash", PointLookup);
+    /// Rooms by room id: version, creator, creation time and the room's short id.
+    ROOMS = ("rooms", PointLookup);
+    /// Room events by short event id: the PDU as stored, its status, stream position, depth
+    /// and state snapshots.
+    ROOM_EVENTS = ("room_events", PointLookup);
+    /// Per-room timeline: (short room id, stream position) -> short event id.
+    ROOM_TIMELINE = ("room_timeline", Ordered);
+    /// Per-room topological order: (short room id, depth, stream position) -> short event id.
+    ROOM_TOPOLOGY = ("room_topology", Ordered);
+    /// Forward extremities: (short room id, short event id) -> the event's depth.
+    ROOM_EXTREMITIES = ("room_forward_extremities", Ordered);
+    /// Current state of each room: short room id -> state snapshot id.
+    ROOM_CURRENT_STATE = ("room_current_state", PointLookup);
+    /// Current memberships by user: (user id, room id) -> membership and its event.
+    USER_MEMBERSHIPS = ("user_memberships", Ordered);
+    /// Current memberships by room: (room id, user id) -> membership and its event.
+    ROOM_MEMBERSHIPS = ("room_memberships", Ordered);
 }
 
 /// The column family called `name`, if the catalogue has one.
