@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use axon_core::accounts::AccountError;
+use axon_core::rooms::graph::RoomError;
+use axon_core::rooms::pdu::PduError;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -275,6 +277,36 @@ impl From<AccountError> for ApiError {
                 ErrorKind::Unrecognized,
                 format!("Auth stage {stage} is not offered in this session"),
             ),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<RoomError> for ApiError {
+    fn from(error: RoomError) -> Self {
+        match error {
+            RoomError::Forbidden(reason) => Self::forbidden(reason),
+            RoomError::NotFound(what) => Self::not_found(format!("Unknown {what}")),
+            RoomError::UnsupportedRoomVersion(unsupported) => {
+                Self::new(ErrorKind::UnsupportedRoomVersion, unsupported.to_string())
+            }
+            RoomError::InvalidParam(reason) => Self::invalid_param(reason),
+            RoomError::Pdu(error) => Self::from(error),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<PduError> for ApiError {
+    fn from(error: PduError) -> Self {
+        match error {
+            PduError::TooLarge { .. } | PduError::FieldTooLong { .. } => {
+                Self::too_large(error.to_string())
+            }
+            PduError::MissingField(_) | PduError::InvalidField { .. } | PduError::Format(_) => {
+                Self::bad_json(error.to_string())
+            }
+            PduError::InvalidParam(reason) => Self::invalid_param(reason),
             other => Self::internal(other),
         }
     }

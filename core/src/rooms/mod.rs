@@ -7,6 +7,7 @@ pub mod resolve;
 pub mod room_version;
 pub mod short_ids;
 pub mod state;
+pub mod transactions;
 
 #[cfg(test)]
 mod fixtures;

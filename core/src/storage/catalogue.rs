@@ -81,6 +81,8 @@ column_families! {
     USER_MEMBERSHIPS = ("user_memberships", Ordered);
     /// Current memberships by room: (room id, user id) -> membership and its event.
     ROOM_MEMBERSHIPS = ("room_memberships", Ordered);
+    /// Client transaction ids: (user id, device id, transaction id) -> the event id it sent.
+    ROOM_TRANSACTIONS = ("room_transactions", PointLookup);
 }
 
 /// The column family called `name`, if the catalogue has one.

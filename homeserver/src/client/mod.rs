@@ -5,12 +5,14 @@ use axon_core::Services;
 use axon_core::accounts::AccountError;
 use axum::Router;
 use ruma::api::client::{account, device, discovery, profile, session};
+use ruma::api::client::{context, membership, message, redact, room, state};
 
 mod account_handlers;
 mod devices;
 pub(crate) mod discovery_handlers;
 mod profile_handlers;
 mod register;
+mod rooms;
 mod session_handlers;
 mod uiaa;
 
@@ -57,6 +59,29 @@ pub(crate) fn routes() -> Router<AppState> {
         .ruma_route::<profile::delete_profile_field::v3::Request, _, _>(
             profile_handlers::delete_field,
         )
+        .ruma_route::<room::create_room::v3::Request, _, _>(rooms::create::create_room)
+        .ruma_route::<message::send_message_event::v3::Request, _, _>(rooms::send::send_message)
+        .ruma_route::<state::send_state_event::v3::Request, _, _>(rooms::send::send_state)
+        .ruma_route::<redact::redact_event::v3::Request, _, _>(rooms::send::redact)
+        .ruma_route::<state::get_state_event_for_key::v3::Request, _, _>(rooms::read::state_event)
+        .ruma_route::<state::get_state_events::v3::Request, _, _>(rooms::read::state)
+        .ruma_route::<room::get_room_event::v3::Request, _, _>(rooms::read::event)
+        .ruma_route::<message::get_message_events::v3::Request, _, _>(rooms::messages::messages)
+        .ruma_route::<membership::joined_rooms::v3::Request, _, _>(rooms::members::joined_rooms)
+        .ruma_route::<membership::get_member_events::v3::Request, _, _>(rooms::members::members)
+        .ruma_route::<membership::joined_members::v3::Request, _, _>(rooms::members::joined_members)
+        .ruma_route::<membership::join_room_by_id::v3::Request, _, _>(rooms::membership::join_by_id)
+        .ruma_route::<membership::join_room_by_id_or_alias::v3::Request, _, _>(
+            rooms::membership::join_by_id_or_alias,
+        )
+        .ruma_route::<membership::leave_room::v3::Request, _, _>(rooms::membership::leave)
+        .ruma_route::<membership::invite_user::v3::Request, _, _>(rooms::membership::invite)
+        .ruma_route::<membership::kick_user::v3::Request, _, _>(rooms::membership::kick)
+        .ruma_route::<membership::ban_user::v3::Request, _, _>(rooms::membership::ban)
+        .ruma_route::<membership::unban_user::v3::Request, _, _>(rooms::membership::unban)
+        .ruma_route::<membership::forget_room::v3::Request, _, _>(rooms::membership::forget)
+        .ruma_route::<context::get_context::v3::Request, _, _>(rooms::context::context)
+        .merge(rooms::empty_state_key_routes())
 }
 
 /// Runs accounts work that may hash a password (or otherwise block) on the blocking pool.

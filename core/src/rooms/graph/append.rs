@@ -25,6 +25,7 @@ use crate::rooms::auth::check_auth;
 use crate::rooms::pdu::{Pdu, PduBuilder, redact};
 use crate::rooms::room_version::RoomVersion;
 use crate::rooms::short_ids::{ShortEventId, SnapshotId};
+use crate::rooms::transactions::{self, Transaction};
 use crate::storage::Json;
 
 /// The most `prev_events` a local event refers to: the most recent forward extremities.
@@ -45,6 +46,9 @@ pub struct NewEvent {
     pub state_key: Option<String>,
     /// For a redaction, the event redacted.
     pub redacts: Option<OwnedEventId>,
+    /// The client transaction that sends it, recorded in the event's own batch so a retry
+    /// can never send it twice.
+    pub transaction: Option<Transaction>,
 }
 
 impl NewEvent {
@@ -62,6 +66,7 @@ impl NewEvent {
             content,
             state_key: None,
             redacts: None,
+            transaction: None,
         }
     }
 
@@ -80,6 +85,7 @@ impl NewEvent {
             content,
             state_key: Some(state_key.into()),
             redacts: None,
+            transaction: None,
         }
     }
 
@@ -97,6 +103,7 @@ impl NewEvent {
             content,
             state_key: None,
             redacts: Some(redacts),
+            transaction: None,
         }
     }
 }
@@ -129,6 +136,8 @@ pub(super) struct Persist<'a> {
     pub(super) pdu: &'a Pdu,
     /// For an accepted redaction: the target and its redacted record.
     pub(super) redaction: Option<(ShortEventId, EventRecord)>,
+    /// The client transaction that sent the event.
+    pub(super) transaction: Option<&'a Transaction>,
 }
 
 impl Rooms {
@@ -148,6 +157,7 @@ impl Rooms {
         event: NewEvent,
     ) -> Result<AppendedEvent, RoomError> {
         self.check_guard(guard, &event.room_id)?;
+        let transaction = event.transaction;
         let head = self
             .head(&event.room_id)?
             .ok_or(RoomError::NotFound("room"))?;
@@ -202,6 +212,7 @@ impl Rooms {
             replaced_extremities: &prev_shorts,
             pdu: &pdu,
             redaction,
+            transaction: transaction.as_ref(),
         })?;
         Ok(AppendedEvent {
             event_id: pdu.event_id().to_owned(),
@@ -292,6 +303,9 @@ impl Rooms {
         }
         if let Some((target, redacted)) = input.redaction {
             EVENTS.put(writes, &target, &Json(redacted));
+        }
+        if let Some(transaction) = input.transaction {
+            transactions::add_to_batch(writes, transaction, pdu.event_id());
         }
         batch.commit(store)?;
         self.notifier.publish(stream);

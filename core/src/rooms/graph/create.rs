@@ -306,6 +306,7 @@ impl Rooms {
                 replaced_extremities: &[],
                 pdu: &pdu,
                 redaction: None,
+                transaction: None,
             })?;
             return Ok((guard, room_id));
         }

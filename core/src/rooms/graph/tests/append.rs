@@ -51,6 +51,43 @@ fn a_non_member_is_forbidden_and_nothing_is_written() {
 }
 
 #[test]
+fn a_client_transaction_is_recorded_with_its_event_or_not_at_all() {
+    use crate::rooms::transactions::{Transaction, event_transaction, transaction_event};
+    let h = Harness::new();
+    let room_id = h.public_room(RoomVersionId::V11);
+    let transaction = |sender: &str| Transaction {
+        user_id: user(sender),
+        device_id: "PHONE".into(),
+        txn_id: "txn1".to_owned(),
+    };
+    let content = object(json!({ "msgtype": "m.text", "body": "hello" }));
+
+    let mut sent = NewEvent::message(
+        room_id.clone(),
+        user(ALICE),
+        "m.room.message".into(),
+        content.clone(),
+    );
+    sent.transaction = Some(transaction(ALICE));
+    let appended = h.send(sent).unwrap();
+    let recorded = transaction_event(&*h.store, &user(ALICE), "PHONE".into(), "txn1").unwrap();
+    assert_eq!(recorded, Some(appended.event_id.clone()));
+    assert_eq!(
+        event_transaction(&*h.store, &appended.event_id).unwrap(),
+        Some(transaction(ALICE))
+    );
+
+    // A refused event leaves no transaction behind, so the client can retry it.
+    let mut refused = NewEvent::message(room_id, user(BOB), "m.room.message".into(), content);
+    refused.transaction = Some(transaction(BOB));
+    assert!(matches!(h.send(refused), Err(RoomError::Forbidden(_))));
+    assert_eq!(
+        transaction_event(&*h.store, &user(BOB), "PHONE".into(), "txn1").unwrap(),
+        None
+    );
+}
+
+#[test]
 fn power_levels_guard_state_events() {
     let h = Harness::new();
     let room_id = h.public_room(RoomVersionId::V11);

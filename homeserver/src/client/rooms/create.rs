@@ -1,0 +1,104 @@
+//! `POST /createRoom`.
+
+use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
+use axon_core::rooms::graph::{CreateRoom, InitialStateEvent, RoomError, RoomPreset};
+use axon_core::rooms::room_version::{RoomVersion, default_room_version};
+use axum::extract::State;
+use ruma::api::client::room::Visibility;
+use ruma::api::client::room::create_room;
+use ruma::api::client::room::create_room::v3::RoomPreset as ApiPreset;
+use ruma::events::StateEventType;
+use ruma::serde::Raw;
+use serde_json::Value;
+
+use super::{blocking, canonical_content};
+
+/// # `POST /_matrix/client/v3/createRoom`
+pub(crate) async fn create_room(
+    State(state): State<AppState>,
+    request: Ruma<create_room::v3::Request>,
+) -> ApiResult<RumaResponse<create_room::v3::Response>> {
+    let creator = request.identity.user_id;
+    let body = request.body;
+    let room_version = match &body.room_version {
+        Some(version) => RoomVersion::new(version),
+        None => default_room_version(&state.config().rooms.default_room_version),
+    }
+    .map_err(RoomError::from)?;
+    let preset = match &body.preset {
+        Some(preset) => preset_of(preset)?,
+        None => RoomPreset::for_visibility(body.visibility == Visibility::Public),
+    };
+    let initial_state = body
+        .initial_state
+        .iter()
+        .map(initial_state_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    let power_level_content_override = body
+        .power_level_content_override
+        .as_ref()
+        .map(canonical_content)
+        .transpose()?;
+    let creation_content = body
+        .creation_content
+        .as_ref()
+        .map(canonical_content)
+        .transpose()?;
+    let profile = state.services().accounts.profile(&creator)?;
+
+    let mut create = CreateRoom::new(creator, room_version);
+    create.preset = preset;
+    create.name = body.name;
+    create.topic = body.topic;
+    create.invites = body.invite;
+    create.initial_state = initial_state;
+    create.power_level_content_override = power_level_content_override;
+    create.creation_content = creation_content;
+    create.is_direct = body.is_direct;
+    create.creator_displayname = profile.displayname;
+    create.creator_avatar_url = profile.avatar_url;
+    let room_id = blocking(&state, move |services| {
+        Ok(services.rooms.create_room(create)?)
+    })
+    .await?;
+    Ok(create_room::v3::Response::new(room_id).into())
+}
+
+fn preset_of(preset: &ApiPreset) -> Result<RoomPreset, ApiError> {
+    match preset {
+        ApiPreset::PrivateChat => Ok(RoomPreset::PrivateChat),
+        ApiPreset::TrustedPrivateChat => Ok(RoomPreset::TrustedPrivateChat),
+        ApiPreset::PublicChat => Ok(RoomPreset::PublicChat),
+        other => Err(ApiError::bad_json(format!(
+            "unknown preset {:?}",
+            other.as_str()
+        ))),
+    }
+}
+
+fn initial_state_event<T>(raw: &Raw<T>) -> Result<InitialStateEvent, ApiError> {
+    let entry: Value = serde_json::from_str(raw.json().get())
+        .map_err(|err| ApiError::bad_json(format!("invalid initial_state event: {err}")))?;
+    let kind = entry["type"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_json("initial_state event without a `type`"))?;
+    let state_key = match &entry["state_key"] {
+        Value::Null => "",
+        Value::String(key) => key.as_str(),
+        _ => {
+            return Err(ApiError::bad_json(
+                "initial_state `state_key` is not a string",
+            ));
+        }
+    };
+    let content = serde_json::from_value(entry["content"].clone()).map_err(|err| {
+        ApiError::bad_json(format!(
+            "initial_state content is not canonical JSON: {err}"
+        ))
+    })?;
+    Ok(InitialStateEvent {
+        kind: StateEventType::from(kind),
+        state_key: state_key.to_owned(),
+        content,
+    })
+}

@@ -1,0 +1,252 @@
+//! Membership changes: join, leave, invite, kick, ban, unban, forget.
+
+use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
+use axon_core::rooms::graph::NewEvent;
+use axum::extract::State;
+use http::StatusCode;
+use ruma::api::client::membership::invite_user::v3::InvitationRecipient;
+use ruma::api::client::membership::{
+    ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
+    leave_room, unban_user,
+};
+use ruma::api::error::ErrorKind;
+use ruma::events::StateEventType;
+use ruma::events::room::member::MembershipState;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use super::append;
+
+/// A membership change of `target` by `sender`.
+struct Change {
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    target: OwnedUserId,
+    membership: MembershipState,
+    reason: Option<String>,
+}
+
+/// Sends the `m.room.member` event of `change`. The auth rules decide who may do what; a join
+/// carries the joiner's profile.
+async fn change_membership(state: &AppState, change: Change) -> Result<(), ApiError> {
+    let mut content = CanonicalJsonObject::new();
+    content.insert(
+        "membership".to_owned(),
+        CanonicalJsonValue::String(change.membership.to_string()),
+    );
+    if let Some(reason) = change.reason {
+        content.insert("reason".to_owned(), CanonicalJsonValue::String(reason));
+    }
+    if change.membership == MembershipState::Join {
+        let profile = state.services().accounts.profile(&change.target)?;
+        if let Some(name) = profile.displayname {
+            content.insert("displayname".to_owned(), CanonicalJsonValue::String(name));
+        }
+        if let Some(avatar) = profile.avatar_url {
+            content.insert("avatar_url".to_owned(), CanonicalJsonValue::String(avatar));
+        }
+    }
+    let event = NewEvent::state(
+        change.room_id,
+        change.sender,
+        StateEventType::RoomMember,
+        change.target.as_str(),
+        content,
+    );
+    append(state, event, None).await?;
+    Ok(())
+}
+
+fn membership_of(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+) -> Result<Option<MembershipState>, ApiError> {
+    Ok(state.services().rooms.membership(room_id, user_id)?)
+}
+
+/// Joins `room_id`: a room of this server, by id.
+async fn join(
+    state: &AppState,
+    room_id: OwnedRoomId,
+    user_id: OwnedUserId,
+    reason: Option<String>,
+) -> Result<OwnedRoomId, ApiError> {
+    if membership_of(state, &room_id, &user_id)? == Some(MembershipState::Join) {
+        return Ok(room_id);
+    }
+    change_membership(
+        state,
+        Change {
+            room_id: room_id.clone(),
+            sender: user_id.clone(),
+            target: user_id,
+            membership: MembershipState::Join,
+            reason,
+        },
+    )
+    .await?;
+    Ok(room_id)
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/join`
+pub(crate) async fn join_by_id(
+    State(state): State<AppState>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> ApiResult<RumaResponse<join_room_by_id::v3::Response>> {
+    let body = request.body;
+    let room_id = join(&state, body.room_id, request.identity.user_id, body.reason).await?;
+    Ok(join_room_by_id::v3::Response::new(room_id).into())
+}
+
+/// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+pub(crate) async fn join_by_id_or_alias(
+    State(state): State<AppState>,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> ApiResult<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
+    let body = request.body;
+    let room_id = OwnedRoomId::try_from(body.room_id_or_alias)
+        .map_err(|_| ApiError::not_found("Room aliases cannot be resolved yet"))?;
+    let room_id = join(&state, room_id, request.identity.user_id, body.reason).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id).into())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
+pub(crate) async fn leave(
+    State(state): State<AppState>,
+    request: Ruma<leave_room::v3::Request>,
+) -> ApiResult<RumaResponse<leave_room::v3::Response>> {
+    let user_id = request.identity.user_id;
+    let body = request.body;
+    change_membership(
+        &state,
+        Change {
+            room_id: body.room_id,
+            sender: user_id.clone(),
+            target: user_id,
+            membership: MembershipState::Leave,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    Ok(leave_room::v3::Response::new().into())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
+pub(crate) async fn invite(
+    State(state): State<AppState>,
+    request: Ruma<invite_user::v3::Request>,
+) -> ApiResult<RumaResponse<invite_user::v3::Response>> {
+    let body = request.body;
+    let InvitationRecipient::UserId(recipient) = body.recipient else {
+        return Err(ApiError::with_status(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unrecognized,
+            "Third-party invites are not supported",
+        ));
+    };
+    change_membership(
+        &state,
+        Change {
+            room_id: body.room_id,
+            sender: request.identity.user_id,
+            target: recipient.user_id,
+            membership: MembershipState::Invite,
+            reason: recipient.reason,
+        },
+    )
+    .await?;
+    Ok(invite_user::v3::Response::new().into())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
+pub(crate) async fn kick(
+    State(state): State<AppState>,
+    request: Ruma<kick_user::v3::Request>,
+) -> ApiResult<RumaResponse<kick_user::v3::Response>> {
+    let body = request.body;
+    // The auth rules would let a moderator "kick" someone who is not there; that is no kick.
+    if !matches!(
+        membership_of(&state, &body.room_id, &body.user_id)?,
+        Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
+    ) {
+        return Err(ApiError::forbidden("The user is not in the room"));
+    }
+    change_membership(
+        &state,
+        Change {
+            room_id: body.room_id,
+            sender: request.identity.user_id,
+            target: body.user_id,
+            membership: MembershipState::Leave,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    Ok(kick_user::v3::Response::new().into())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
+pub(crate) async fn ban(
+    State(state): State<AppState>,
+    request: Ruma<ban_user::v3::Request>,
+) -> ApiResult<RumaResponse<ban_user::v3::Response>> {
+    let body = request.body;
+    change_membership(
+        &state,
+        Change {
+            room_id: body.room_id,
+            sender: request.identity.user_id,
+            target: body.user_id,
+            membership: MembershipState::Ban,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    Ok(ban_user::v3::Response::new().into())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
+pub(crate) async fn unban(
+    State(state): State<AppState>,
+    request: Ruma<unban_user::v3::Request>,
+) -> ApiResult<RumaResponse<unban_user::v3::Response>> {
+    let body = request.body;
+    // Without this check an "unban" of a member would be a kick.
+    if membership_of(&state, &body.room_id, &body.user_id)? != Some(MembershipState::Ban) {
+        return Err(ApiError::forbidden("The user is not banned"));
+    }
+    change_membership(
+        &state,
+        Change {
+            room_id: body.room_id,
+            sender: request.identity.user_id,
+            target: body.user_id,
+            membership: MembershipState::Leave,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    Ok(unban_user::v3::Response::new().into())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
+///
+/// Only checks that the user is out of the room: nothing hides forgotten rooms yet (sync will
+/// keep the flag when it exists).
+pub(crate) async fn forget(
+    State(state): State<AppState>,
+    request: Ruma<forget_room::v3::Request>,
+) -> ApiResult<RumaResponse<forget_room::v3::Response>> {
+    let body = request.body;
+    if matches!(
+        membership_of(&state, &body.room_id, &request.identity.user_id)?,
+        Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
+    ) {
+        return Err(ApiError::with_status(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unknown,
+            "The user has not left the room",
+        ));
+    }
+    Ok(forget_room::v3::Response::new().into())
+}

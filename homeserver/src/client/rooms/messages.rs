@@ -1,0 +1,205 @@
+//! `GET /rooms/{roomId}/messages`: the room's history in topological order.
+//!
+//! Tokens name gaps between events (see [`TopologicalToken`]); the core's pagination is
+//! exclusive of the position it starts from, so a gap converts to the position just before it
+//! when walking forwards and to its own position when walking backwards.
+
+use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
+use axon_core::Services;
+use axon_core::rooms::graph::{StreamPosition, TopoPosition};
+use axum::extract::State;
+use ruma::RoomId;
+use ruma::api::Direction;
+use ruma::api::client::message::get_message_events;
+
+use super::tokens::TopologicalToken;
+use super::visibility::Reader;
+use super::{blocking, client_event_for};
+
+/// The most events one page returns, whatever the client asks.
+const MAX_LIMIT: usize = 1000;
+
+/// How many events a page may look at, per event asked for, before answering with fewer
+/// (events hidden by history visibility are skipped, not counted).
+const SCAN_FACTOR: usize = 4;
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
+pub(crate) async fn messages(
+    State(state): State<AppState>,
+    request: Ruma<get_message_events::v3::Request>,
+) -> ApiResult<RumaResponse<get_message_events::v3::Response>> {
+    let user = request.identity;
+    let body = request.body;
+    let from = body
+        .from
+        .as_deref()
+        .map(TopologicalToken::parse)
+        .transpose()?;
+    let to = body
+        .to
+        .as_deref()
+        .map(TopologicalToken::parse)
+        .transpose()?;
+    let limit = usize::try_from(u64::from(body.limit))
+        .unwrap_or(MAX_LIMIT)
+        .min(MAX_LIMIT);
+    let dir = body.dir;
+    blocking(&state, move |services| {
+        let rooms = &services.rooms;
+        let room_id = &body.room_id;
+        let reader = Reader::new(rooms, room_id, &user.user_id)?;
+        reader.check_may_paginate(rooms, room_id)?;
+
+        let start = match (from, dir) {
+            (Some(from), _) => from,
+            (None, Direction::Forward) => TopologicalToken {
+                depth: 0,
+                stream: 0,
+            },
+            (None, Direction::Backward) => end_of_room(services, room_id)?,
+        };
+        let mut cursor = match dir {
+            Direction::Backward => Some(position(start)),
+            Direction::Forward => before(start),
+        };
+        let mut chunk = Vec::new();
+        let mut last_scanned = None;
+        let mut exhausted = false;
+        let mut budget = limit.saturating_mul(SCAN_FACTOR).saturating_add(50);
+        'pages: while chunk.len() < limit && budget > 0 {
+            let want = limit.min(budget).max(1);
+            let page = rooms.messages(room_id, cursor, dir, want)?;
+            let short = page.len() < want;
+            for (at, pdu) in page {
+                let token = token_of(at);
+                let past_to = to.is_some_and(|to| match dir {
+                    Direction::Backward => token < to,
+                    Direction::Forward => token >= to,
+                });
+                if past_to {
+                    exhausted = true;
+                    break 'pages;
+                }
+                budget = budget.saturating_sub(1);
+                cursor = Some(at);
+                last_scanned = Some(at);
+                if reader.can_see(rooms, &pdu)? {
+                    chunk.push(client_event_for(services, &pdu, &user)?);
+                    if chunk.len() == limit {
+                        break 'pages;
+                    }
+                }
+            }
+            if short {
+                exhausted = true;
+                break;
+            }
+        }
+        let mut response = get_message_events::v3::Response::new();
+        response.start = start.to_string();
+        response.end = match (exhausted, last_scanned) {
+            (false, Some(at)) => Some(
+                match dir {
+                    // The gap before the oldest event returned.
+                    Direction::Backward => token_of(at),
+                    // The gap after the newest event returned.
+                    Direction::Forward => after(at),
+                }
+                .to_string(),
+            ),
+            _ => None,
+        };
+        response.chunk = chunk;
+        Ok(response.into())
+    })
+    .await
+}
+
+/// The gap after the room's last event, where a backward walk from "now" starts.
+fn end_of_room(services: &Services, room_id: &RoomId) -> Result<TopologicalToken, ApiError> {
+    let last = services
+        .rooms
+        .messages(room_id, None, Direction::Backward, 1)?;
+    Ok(last.first().map_or(
+        TopologicalToken {
+            depth: 0,
+            stream: 0,
+        },
+        |(at, _)| after(*at),
+    ))
+}
+
+pub(super) fn token_of(at: TopoPosition) -> TopologicalToken {
+    TopologicalToken {
+        depth: at.depth,
+        stream: at.stream.0,
+    }
+}
+
+fn position(token: TopologicalToken) -> TopoPosition {
+    TopoPosition {
+        depth: token.depth,
+        stream: StreamPosition(token.stream),
+    }
+}
+
+/// The gap right after the event at `at`.
+pub(super) fn after(at: TopoPosition) -> TopologicalToken {
+    match at.stream.0.checked_add(1) {
+        Some(stream) => TopologicalToken {
+            depth: at.depth,
+            stream,
+        },
+        None => TopologicalToken {
+            depth: at.depth.saturating_add(1),
+            stream: 0,
+        },
+    }
+}
+
+/// The last position before the gap `token` (none: the gap is before everything), from which
+/// the core's exclusive forward walk returns the events at or after the gap.
+fn before(token: TopologicalToken) -> Option<TopoPosition> {
+    match (token.depth, token.stream) {
+        (0, 0) => None,
+        (depth, 0) => Some(TopoPosition {
+            depth: depth - 1,
+            stream: StreamPosition(u64::MAX),
+        }),
+        (depth, stream) => Some(TopoPosition {
+            depth,
+            stream: StreamPosition(stream - 1),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(depth: u64, stream: u64) -> TopoPosition {
+        TopoPosition {
+            depth,
+            stream: StreamPosition(stream),
+        }
+    }
+
+    #[test]
+    fn gaps_sit_between_positions() {
+        // The gap after an event is above it and below anything later.
+        let gap = after(at(5, 9));
+        assert!(token_of(at(5, 9)) < gap && gap <= token_of(at(5, 10)));
+        assert!(gap < token_of(at(6, 0)));
+        // Walking forwards from a gap starts just below it.
+        assert_eq!(before(gap), Some(at(5, 9)));
+        assert_eq!(before(token_of(at(3, 0))), Some(at(2, u64::MAX)));
+        assert_eq!(
+            before(TopologicalToken {
+                depth: 0,
+                stream: 0
+            }),
+            None
+        );
+        assert_eq!(after(at(1, u64::MAX)), token_of(at(2, 0)));
+    }
+}
