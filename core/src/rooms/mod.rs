@@ -1,8 +1,11 @@
 //! Rooms: the room event graph and its state.
 
+pub mod aliases;
 pub mod auth;
+pub mod directory;
 pub mod graph;
 pub mod pdu;
+pub mod relations;
 pub mod resolve;
 pub mod room_version;
 pub mod short_ids;

@@ -83,6 +83,19 @@ column_families! {
     ROOM_MEMBERSHIPS = ("room_memberships", Ordered);
     /// Client transaction ids: (user id, device id, transaction id) -> the event id it sent.
     ROOM_TRANSACTIONS = ("room_transactions", PointLookup);
+    /// Event relations: (room id, parent event id, stream position) -> the child's id, rel_type,
+    /// type and sender.
+    ROOM_RELATIONS = ("room_relations", Ordered);
+    /// Threads by latest activity: (room id, stream position of the latest reply) -> root id.
+    ROOM_THREADS = ("room_threads", Ordered);
+    /// Latest activity of each thread: (room id, root event id) -> stream position.
+    ROOM_THREAD_LATEST = ("room_thread_latest", PointLookup);
+    /// Local room aliases: alias -> the room and the user who created the alias.
+    ROOM_ALIASES = ("room_aliases", PointLookup);
+    /// The aliases of each room: (room id, alias) -> nothing.
+    ROOM_ALIASES_BY_ROOM = ("room_aliases_by_room", Ordered);
+    /// Rooms published in the room directory: room id -> nothing.
+    ROOM_DIRECTORY = ("room_directory", Ordered);
 }
 
 /// The column family called `name`, if the catalogue has one.

@@ -5,7 +5,8 @@ use axon_core::Services;
 use axon_core::accounts::AccountError;
 use axum::Router;
 use ruma::api::client::{account, device, discovery, profile, session};
-use ruma::api::client::{context, membership, message, redact, room, state};
+use ruma::api::client::{alias, context, directory, membership, message, redact, room, state};
+use ruma::api::client::{relations, threads};
 
 mod account_handlers;
 mod devices;
@@ -81,6 +82,33 @@ pub(crate) fn routes() -> Router<AppState> {
         .ruma_route::<membership::unban_user::v3::Request, _, _>(rooms::membership::unban)
         .ruma_route::<membership::forget_room::v3::Request, _, _>(rooms::membership::forget)
         .ruma_route::<context::get_context::v3::Request, _, _>(rooms::context::context)
+        .ruma_route::<alias::create_alias::v3::Request, _, _>(rooms::aliases::create)
+        .ruma_route::<alias::get_alias::v3::Request, _, _>(rooms::aliases::get)
+        .ruma_route::<alias::delete_alias::v3::Request, _, _>(rooms::aliases::delete)
+        .ruma_route::<room::aliases::v3::Request, _, _>(rooms::aliases::room_aliases)
+        .ruma_route::<directory::get_room_visibility::v3::Request, _, _>(
+            rooms::directory::get_visibility,
+        )
+        .ruma_route::<directory::set_room_visibility::v3::Request, _, _>(
+            rooms::directory::set_visibility,
+        )
+        .ruma_route::<directory::get_public_rooms::v3::Request, _, _>(
+            rooms::directory::public_rooms,
+        )
+        .ruma_route::<directory::get_public_rooms_filtered::v3::Request, _, _>(
+            rooms::directory::public_rooms_filtered,
+        )
+        .ruma_route::<relations::get_relating_events::v1::Request, _, _>(rooms::relations::relations)
+        .ruma_route::<relations::get_relating_events_with_rel_type::v1::Request, _, _>(
+            rooms::relations::relations_with_rel_type,
+        )
+        .ruma_route::<relations::get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
+            rooms::relations::relations_with_rel_type_and_event_type,
+        )
+        .ruma_route::<threads::get_threads::v1::Request, _, _>(rooms::threads::threads)
+        .ruma_route::<room::get_event_by_timestamp::v1::Request, _, _>(
+            rooms::timestamp::timestamp_to_event,
+        )
         .merge(rooms::empty_state_key_routes())
 }
 

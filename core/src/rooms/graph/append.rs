@@ -307,6 +307,8 @@ impl Rooms {
         if let Some(transaction) = input.transaction {
             transactions::add_to_batch(writes, transaction, pdu.event_id());
         }
+        // The relation and thread indexes go in the event's own batch (see `rooms::relations`).
+        crate::rooms::relations::add_to_batch(store, writes, input.room_id, pdu, stream)?;
         batch.commit(store)?;
         self.notifier.publish(stream);
         Ok(stream)

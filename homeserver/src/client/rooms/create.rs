@@ -1,14 +1,18 @@
 //! `POST /createRoom`.
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
+use axon_core::rooms::aliases::{self, AliasError};
+use axon_core::rooms::directory;
 use axon_core::rooms::graph::{CreateRoom, InitialStateEvent, RoomError, RoomPreset};
 use axon_core::rooms::room_version::{RoomVersion, default_room_version};
 use axum::extract::State;
 use ruma::api::client::room::Visibility;
 use ruma::api::client::room::create_room;
 use ruma::api::client::room::create_room::v3::RoomPreset as ApiPreset;
+use ruma::api::error::ErrorKind;
 use ruma::events::StateEventType;
 use ruma::serde::Raw;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedRoomAliasId, RoomAliasId};
 use serde_json::Value;
 
 use super::{blocking, canonical_content};
@@ -44,6 +48,11 @@ pub(crate) async fn create_room(
         .as_ref()
         .map(canonical_content)
         .transpose()?;
+    let alias = body
+        .room_alias_name
+        .as_deref()
+        .map(|name| local_alias(&state, name))
+        .transpose()?;
     let profile = state.services().accounts.profile(&creator)?;
 
     let mut create = CreateRoom::new(creator, room_version);
@@ -57,11 +66,69 @@ pub(crate) async fn create_room(
     create.is_direct = body.is_direct;
     create.creator_displayname = profile.displayname;
     create.creator_avatar_url = profile.avatar_url;
+    if let Some(alias) = &alias
+        && !create.initial_state.iter().any(|event| {
+            event.kind == StateEventType::RoomCanonicalAlias && event.state_key.is_empty()
+        })
+    {
+        let mut content = CanonicalJsonObject::new();
+        content.insert(
+            "alias".to_owned(),
+            CanonicalJsonValue::String(alias.to_string()),
+        );
+        // First in `initial_state`, so the client's own initial state comes after it.
+        create.initial_state.insert(
+            0,
+            InitialStateEvent {
+                kind: StateEventType::RoomCanonicalAlias,
+                state_key: String::new(),
+                content,
+            },
+        );
+    }
+    let publish = body.visibility == Visibility::Public;
     let room_id = blocking(&state, move |services| {
-        Ok(services.rooms.create_room(create)?)
+        if let Some(alias) = &alias
+            && aliases::resolve(&*services.store, alias)
+                .map_err(ApiError::internal)?
+                .is_some()
+        {
+            return Err(alias_in_use(alias));
+        }
+        let creator = create.creator.clone();
+        let room_id = services.rooms.create_room(create)?;
+        if let Some(alias) = &alias {
+            // Taken between the check and now by a concurrent request: the room exists but
+            // the alias is someone else's.
+            aliases::create(&services.rooms, alias, &room_id, &creator).map_err(
+                |err| match err {
+                    AliasError::InUse(_) => alias_in_use(alias),
+                    other => ApiError::internal(other),
+                },
+            )?;
+        }
+        if publish {
+            directory::set_published(&*services.store, &room_id, true)
+                .map_err(ApiError::internal)?;
+        }
+        Ok(room_id)
     })
     .await?;
     Ok(create_room::v3::Response::new(room_id).into())
+}
+
+/// `#{name}:{our server}`, for `room_alias_name` (`M_INVALID_PARAM` when not a valid alias).
+fn local_alias(state: &AppState, name: &str) -> Result<OwnedRoomAliasId, ApiError> {
+    let server = state.services().rooms.server_name().to_owned();
+    OwnedRoomAliasId::try_from(format!("#{name}:{server}"))
+        .map_err(|err| ApiError::invalid_param(format!("Invalid room_alias_name {name:?}: {err}")))
+}
+
+fn alias_in_use(alias: &RoomAliasId) -> ApiError {
+    ApiError::new(
+        ErrorKind::RoomInUse,
+        format!("Room alias {alias} already exists"),
+    )
 }
 
 fn preset_of(preset: &ApiPreset) -> Result<RoomPreset, ApiError> {

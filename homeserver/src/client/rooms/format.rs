@@ -29,6 +29,8 @@ const FEDERATION_ONLY: [&str; 7] = [
 pub(crate) struct Serving<'a> {
     /// The transaction id, when the reader is the device that sent the event.
     pub(crate) transaction_id: Option<&'a str>,
+    /// The bundled aggregations of the event (`unsigned["m.relations"]`), if it has any.
+    pub(crate) relations: Option<&'a Value>,
 }
 
 /// The client format of `pdu` as a JSON object.
@@ -59,6 +61,9 @@ pub(crate) fn client_event_json(pdu: &Pdu, serving: Serving<'_>) -> Value {
     unsigned.insert("age".to_owned(), Value::from(age));
     if let Some(txn) = serving.transaction_id {
         unsigned.insert("transaction_id".to_owned(), Value::from(txn));
+    }
+    if let Some(relations) = serving.relations {
+        unsigned.insert("m.relations".to_owned(), relations.clone());
     }
     object.insert("unsigned".to_owned(), Value::Object(unsigned));
     Value::Object(object)
@@ -136,6 +141,7 @@ mod tests {
             &pdu,
             Serving {
                 transaction_id: Some("txn-1"),
+                relations: None,
             },
         );
         assert_eq!(event["unsigned"]["transaction_id"], "txn-1");

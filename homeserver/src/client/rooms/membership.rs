@@ -12,9 +12,12 @@ use ruma::api::client::membership::{
 use ruma::api::error::ErrorKind;
 use ruma::events::StateEventType;
 use ruma::events::room::member::MembershipState;
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId,
+    UserId,
+};
 
-use super::append;
+use super::{append, blocking};
 
 /// A membership change of `target` by `sender`.
 struct Change {
@@ -104,8 +107,16 @@ pub(crate) async fn join_by_id_or_alias(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let body = request.body;
-    let room_id = OwnedRoomId::try_from(body.room_id_or_alias)
-        .map_err(|_| ApiError::not_found("Room aliases cannot be resolved yet"))?;
+    let room_id = match OwnedRoomAliasId::try_from(body.room_id_or_alias.as_str()) {
+        Ok(alias) => {
+            blocking(&state, move |services| {
+                super::aliases::resolve_local(services, &alias)
+            })
+            .await?
+        }
+        Err(_) => OwnedRoomId::try_from(body.room_id_or_alias)
+            .map_err(|_| ApiError::invalid_param("Not a room id or alias"))?,
+    };
     let room_id = join(&state, room_id, request.identity.user_id, body.reason).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id).into())
 }

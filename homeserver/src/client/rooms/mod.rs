@@ -4,14 +4,19 @@
 //! visibility, transaction ids, pagination tokens), call `core`'s rooms service, and shape
 //! the response. Events are served in the client format of [`format`].
 
+pub(crate) mod aliases;
 pub(crate) mod context;
 pub(crate) mod create;
+pub(crate) mod directory;
 mod format;
 pub(crate) mod members;
 pub(crate) mod membership;
 pub(crate) mod messages;
 pub(crate) mod read;
+pub(crate) mod relations;
 pub(crate) mod send;
+pub(crate) mod threads;
+pub(crate) mod timestamp;
 mod tokens;
 mod visibility;
 
@@ -110,10 +115,13 @@ pub(crate) fn client_event_for<T>(
     } else {
         None
     };
+    // Bundled aggregations (edits, threads, references): one index scan per served event.
+    let relations = relations::bundled(services, pdu, &reader.user_id)?;
     format::client_event(
         pdu,
         format::Serving {
             transaction_id: transaction.as_ref().map(|t| t.txn_id.as_str()),
+            relations: relations.as_ref(),
         },
     )
 }

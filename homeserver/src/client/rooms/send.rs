@@ -7,10 +7,10 @@ use axum::extract::State;
 use ruma::api::client::message::send_message_event;
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::state::send_state_event;
-use ruma::events::TimelineEventType;
+use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 
-use super::{append, canonical_content};
+use super::{aliases, append, blocking, canonical_content};
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
 pub(crate) async fn send_message(
@@ -42,6 +42,13 @@ pub(crate) async fn send_state(
 ) -> ApiResult<RumaResponse<send_state_event::v3::Response>> {
     let body = request.body;
     let content = canonical_content(&body.body)?;
+    if body.event_type == StateEventType::RoomCanonicalAlias && body.state_key.is_empty() {
+        let (room_id, content) = (body.room_id.clone(), content.clone());
+        blocking(&state, move |services| {
+            aliases::check_canonical_alias(services, &room_id, &content)
+        })
+        .await?;
+    }
     let event = NewEvent::state(
         body.room_id,
         request.identity.user_id,
