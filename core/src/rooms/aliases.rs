@@ -128,6 +128,34 @@ where
     Ok(record)
 }
 
+/// Moves every local alias of `old` to `new`, each keeping its creator, in one batch (a room
+/// upgrade must not lose an alias halfway). Returns the aliases moved.
+pub fn move_all(
+    rooms: &Rooms,
+    old: &RoomId,
+    new: &RoomId,
+) -> Result<Vec<OwnedRoomAliasId>, AliasError> {
+    let store = rooms.store();
+    let mut batch = rooms.short_ids().begin();
+    let mut moved = Vec::new();
+    for alias in aliases_of(store, old)? {
+        let Some(Json(mut record)) = ALIASES.get(store, &alias)? else {
+            continue;
+        };
+        ALIASES_BY_ROOM.delete(batch.write_batch(), &(old.to_owned(), alias.clone()));
+        if record.room_id != old {
+            // A stale index entry: drop it, leave the alias where it points.
+            continue;
+        }
+        record.room_id = new.to_owned();
+        ALIASES.put(batch.write_batch(), &alias, &Json(record));
+        ALIASES_BY_ROOM.put(batch.write_batch(), &(new.to_owned(), alias.clone()), &());
+        moved.push(alias);
+    }
+    batch.commit(store)?;
+    Ok(moved)
+}
+
 fn check_local(rooms: &Rooms, alias: &RoomAliasId) -> Result<(), AliasError> {
     if alias.server_name() == rooms.server_name() {
         Ok(())
@@ -244,6 +272,28 @@ mod tests {
             delete(&rooms, alias, |_| Ok(())),
             Err(AliasError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn move_all_moves_every_alias_with_its_creator() {
+        let (rooms, _keys) = rooms();
+        let old = room_id!("!old:example.org");
+        let new = room_id!("!new:example.org");
+        let alice = user_id!("@alice:example.org");
+        let bob = user_id!("@bob:example.org");
+        create(&rooms, room_alias_id!("#a:example.org"), old, alice).unwrap();
+        create(&rooms, room_alias_id!("#b:example.org"), old, bob).unwrap();
+        create(&rooms, room_alias_id!("#other:example.org"), new, bob).unwrap();
+
+        let moved = move_all(&rooms, old, new).unwrap();
+        assert_eq!(moved.len(), 2);
+        assert!(aliases_of(rooms.store(), old).unwrap().is_empty());
+        assert_eq!(aliases_of(rooms.store(), new).unwrap().len(), 3);
+        let b = resolve(rooms.store(), room_alias_id!("#b:example.org"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.room_id.as_ref(), b.creator.as_ref()), (new, bob));
+        assert!(move_all(&rooms, old, new).unwrap().is_empty());
     }
 
     #[test]

@@ -96,6 +96,8 @@ column_families! {
     ROOM_ALIASES_BY_ROOM = ("room_aliases_by_room", Ordered);
     /// Rooms published in the room directory: room id -> nothing.
     ROOM_DIRECTORY = ("room_directory", Ordered);
+    /// Reports of rooms and events by users: (received time in ms, report id) -> the report.
+    ROOM_REPORTS = ("room_reports", Ordered);
 }
 
 /// The column family called `name`, if the catalogue has one.

@@ -4,9 +4,10 @@ use axon_api::{ApiError, AppState, RumaRouterExt};
 use axon_core::Services;
 use axon_core::accounts::AccountError;
 use axum::Router;
+use ruma::api::client::space;
 use ruma::api::client::{account, device, discovery, profile, session};
 use ruma::api::client::{alias, context, directory, membership, message, redact, room, state};
-use ruma::api::client::{relations, threads};
+use ruma::api::client::{knock, relations, threads};
 
 mod account_handlers;
 mod devices;
@@ -81,6 +82,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .ruma_route::<membership::ban_user::v3::Request, _, _>(rooms::membership::ban)
         .ruma_route::<membership::unban_user::v3::Request, _, _>(rooms::membership::unban)
         .ruma_route::<membership::forget_room::v3::Request, _, _>(rooms::membership::forget)
+        .ruma_route::<knock::knock_room::v3::Request, _, _>(rooms::knock::knock)
+        .ruma_route::<room::report_content::v3::Request, _, _>(rooms::report::report_event)
+        .ruma_route::<room::report_room::v3::Request, _, _>(rooms::report::report_room)
+        .ruma_route::<room::upgrade_room::v3::Request, _, _>(rooms::upgrade::upgrade)
         .ruma_route::<context::get_context::v3::Request, _, _>(rooms::context::context)
         .ruma_route::<alias::create_alias::v3::Request, _, _>(rooms::aliases::create)
         .ruma_route::<alias::get_alias::v3::Request, _, _>(rooms::aliases::get)
@@ -109,6 +114,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .ruma_route::<room::get_event_by_timestamp::v1::Request, _, _>(
             rooms::timestamp::timestamp_to_event,
         )
+        .ruma_route::<space::get_hierarchy::v1::Request, _, _>(rooms::hierarchy::hierarchy)
+        .ruma_route::<room::get_summary::v1::Request, _, _>(rooms::summary::summary)
         .merge(rooms::empty_state_key_routes())
 }
 

@@ -3,14 +3,18 @@
 use std::collections::BTreeMap;
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
+use axon_core::rooms::graph::{Rooms, StreamPosition, TopoPosition};
+use axon_core::rooms::pdu::Pdu;
 use axum::extract::State;
+use ruma::api::Direction;
 use ruma::api::client::membership::{get_member_events, joined_members, joined_rooms};
 use ruma::events::TimelineEventType;
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedMxcUri, OwnedUserId};
+use ruma::{OwnedMxcUri, OwnedUserId, RoomId};
 
 use super::blocking;
 use super::format::{Serving, client_event};
+use super::tokens::TopologicalToken;
 use super::visibility::{Reader, StateAccess, content_str};
 
 /// # `GET /_matrix/client/v3/joined_rooms`
@@ -36,8 +40,11 @@ pub(crate) async fn members(
     blocking(&state, move |services| {
         let rooms = &services.rooms;
         let reader = Reader::new(rooms, &body.room_id, &user_id)?;
-        let chunk = reader
-            .readable_state(rooms, &body.room_id)?
+        let state = match body.at.as_deref() {
+            None => reader.readable_state(rooms, &body.room_id)?,
+            Some(at) => state_at_token(rooms, &reader, &body.room_id, at)?,
+        };
+        let chunk = state
             .iter()
             .filter(|pdu| *pdu.kind() == TimelineEventType::RoomMember)
             .filter(|pdu| {
@@ -55,6 +62,40 @@ pub(crate) async fn members(
         Ok(get_member_events::v3::Response::new(chunk).into())
     })
     .await
+}
+
+/// The state the reader may see as of the `/messages` token `at`: the state after the last
+/// event before that gap (none: the room's state before it began, which is empty), capped at
+/// the reader's departure for a former member.
+fn state_at_token(
+    rooms: &Rooms,
+    reader: &Reader<'_>,
+    room_id: &RoomId,
+    at: &str,
+) -> Result<Vec<Pdu>, ApiError> {
+    let token = TopologicalToken::parse(at)?;
+    let gap = TopoPosition {
+        depth: token.depth,
+        stream: StreamPosition(token.stream),
+    };
+    let access = reader.state_access(rooms, room_id)?;
+    let mut at_event = rooms
+        .messages(room_id, Some(gap), Direction::Backward, 1)?
+        .into_iter()
+        .next();
+    if let StateAccess::UpTo(departure) = access
+        && let Some(departure) = rooms.get_event(&departure)?
+        && let Some(departed_at) = departure.topo_position()
+        && at_event
+            .as_ref()
+            .is_none_or(|(position, _)| *position > departed_at)
+    {
+        at_event = Some((departed_at, departure.pdu));
+    }
+    match at_event {
+        Some((_, pdu)) => Ok(rooms.state_at_event(pdu.event_id())?),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/joined_members`

@@ -20,17 +20,27 @@ use ruma::{
 use super::{append, blocking};
 
 /// A membership change of `target` by `sender`.
-struct Change {
-    room_id: OwnedRoomId,
-    sender: OwnedUserId,
-    target: OwnedUserId,
-    membership: MembershipState,
-    reason: Option<String>,
+pub(super) struct Change {
+    pub(super) room_id: OwnedRoomId,
+    pub(super) sender: OwnedUserId,
+    pub(super) target: OwnedUserId,
+    pub(super) membership: MembershipState,
+    pub(super) reason: Option<String>,
 }
 
 /// Sends the `m.room.member` event of `change`. The auth rules decide who may do what; a join
 /// carries the joiner's profile.
-async fn change_membership(state: &AppState, change: Change) -> Result<(), ApiError> {
+pub(super) async fn change_membership(state: &AppState, change: Change) -> Result<(), ApiError> {
+    send_membership(state, change, None).await
+}
+
+/// [`change_membership`], with a restricted join's authorising user
+/// (`join_authorised_via_users_server`).
+async fn send_membership(
+    state: &AppState,
+    change: Change,
+    authorised_via: Option<OwnedUserId>,
+) -> Result<(), ApiError> {
     let mut content = CanonicalJsonObject::new();
     content.insert(
         "membership".to_owned(),
@@ -38,6 +48,12 @@ async fn change_membership(state: &AppState, change: Change) -> Result<(), ApiEr
     );
     if let Some(reason) = change.reason {
         content.insert("reason".to_owned(), CanonicalJsonValue::String(reason));
+    }
+    if let Some(via) = authorised_via {
+        content.insert(
+            "join_authorised_via_users_server".to_owned(),
+            CanonicalJsonValue::String(via.into()),
+        );
     }
     if change.membership == MembershipState::Join {
         let profile = state.services().accounts.profile(&change.target)?;
@@ -77,7 +93,12 @@ async fn join(
     if membership_of(state, &room_id, &user_id)? == Some(MembershipState::Join) {
         return Ok(room_id);
     }
-    change_membership(
+    let (lookup_room, lookup_user) = (room_id.clone(), user_id.clone());
+    let authorised_via = blocking(state, move |services| {
+        super::knock::restricted_join_authoriser(services, &lookup_room, &lookup_user)
+    })
+    .await?;
+    send_membership(
         state,
         Change {
             room_id: room_id.clone(),
@@ -86,6 +107,7 @@ async fn join(
             membership: MembershipState::Join,
             reason,
         },
+        authorised_via,
     )
     .await?;
     Ok(room_id)

@@ -1,17 +1,30 @@
 //! `GET /rooms/{roomId}/messages`: the room's history in topological order.
 //!
+//! A `filter` (a `RoomEventFilter`) is applied while paging: events it leaves out are skipped
+//! like events the reader may not see, so they do not count toward the limit and the tokens
+//! still name the gap after the last event looked at. With `lazy_load_members`, `state` holds
+//! the `m.room.member` event of each sender in the chunk, as of that sender's first event in
+//! the chunk. Members already sent to the device are not tracked, so they are sent again
+//! whatever `include_redundant_members` says (which the spec allows).
+//!
 //! Tokens name gaps between events (see [`TopologicalToken`]); the core's pagination is
 //! exclusive of the position it starts from, so a gap converts to the position just before it
 //! when walking forwards and to its own position when walking backwards.
+
+use std::collections::HashSet;
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
 use axon_core::rooms::graph::{StreamPosition, TopoPosition};
 use axum::extract::State;
-use ruma::RoomId;
 use ruma::api::Direction;
 use ruma::api::client::message::get_message_events;
+use ruma::events::TimelineEventType;
+use ruma::serde::Raw;
+use ruma::{OwnedEventId, OwnedUserId, RoomId};
 
+use super::filter;
+use super::format::{Serving, client_event};
 use super::tokens::TopologicalToken;
 use super::visibility::Reader;
 use super::{blocking, client_event_for};
@@ -40,7 +53,12 @@ pub(crate) async fn messages(
         .as_deref()
         .map(TopologicalToken::parse)
         .transpose()?;
-    let limit = usize::try_from(u64::from(body.limit))
+    // The filter's own limit, when it has one, can only lower the query's.
+    let limit = [Some(body.limit), body.filter.limit]
+        .into_iter()
+        .flatten()
+        .map(|limit| usize::try_from(u64::from(limit)).unwrap_or(MAX_LIMIT))
+        .min()
         .unwrap_or(MAX_LIMIT)
         .min(MAX_LIMIT);
     let dir = body.dir;
@@ -63,6 +81,8 @@ pub(crate) async fn messages(
             Direction::Forward => before(start),
         };
         let mut chunk = Vec::new();
+        let mut senders: Vec<(OwnedUserId, OwnedEventId)> = Vec::new();
+        let mut seen_senders = HashSet::new();
         let mut last_scanned = None;
         let mut exhausted = false;
         let mut budget = limit.saturating_mul(SCAN_FACTOR).saturating_add(50);
@@ -83,7 +103,10 @@ pub(crate) async fn messages(
                 budget = budget.saturating_sub(1);
                 cursor = Some(at);
                 last_scanned = Some(at);
-                if reader.can_see(rooms, &pdu)? {
+                if filter::matches(&body.filter, room_id, &pdu) && reader.can_see(rooms, &pdu)? {
+                    if seen_senders.insert(pdu.sender().to_owned()) {
+                        senders.push((pdu.sender().to_owned(), pdu.event_id().to_owned()));
+                    }
                     chunk.push(client_event_for(services, &pdu, &user)?);
                     if chunk.len() == limit {
                         break 'pages;
@@ -110,9 +133,35 @@ pub(crate) async fn messages(
             _ => None,
         };
         response.chunk = chunk;
+        if filter::lazy_load_members(&body.filter) {
+            response.state = sender_members(services, &senders)?;
+        }
         Ok(response.into())
     })
     .await
+}
+
+/// The `m.room.member` event of each sender in the state after their event (in the order
+/// the senders first appear in the chunk).
+fn sender_members<T>(
+    services: &Services,
+    senders: &[(OwnedUserId, OwnedEventId)],
+) -> Result<Vec<Raw<T>>, ApiError> {
+    let mut members = Vec::new();
+    for (sender, event_id) in senders {
+        let member = services
+            .rooms
+            .state_at_event(event_id)?
+            .into_iter()
+            .find(|pdu| {
+                *pdu.kind() == TimelineEventType::RoomMember
+                    && pdu.state_key() == Some(sender.as_str())
+            });
+        if let Some(member) = member {
+            members.push(client_event(&member, Serving::default())?);
+        }
+    }
+    Ok(members)
 }
 
 /// The gap after the room's last event, where a backward walk from "now" starts.
