@@ -7,7 +7,7 @@
 mod rooms_support;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axon_complement_tests::{
     Homeserver, Response, ServerOptions, assert_matrix_error, encode_path_segment,
@@ -553,17 +553,12 @@ async fn ts_of(user: &User, room_id: &str, event_id: &str) -> u64 {
 /// Waits until the wall clock is past `ts` (milliseconds), so the next event gets a later
 /// timestamp.
 async fn clock_past(ts: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        if now > ts {
-            return;
-        }
-        assert!(Instant::now() < deadline, "clock did not advance");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    axon_complement_tests::wait_until(
+        "the clock to pass the last event",
+        Duration::from_secs(5),
+        || async { (axon_complement_tests::now_ms() > ts).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
