@@ -11,14 +11,10 @@
 //! Remote aliases (another server's name) are not stored here: resolving them is a
 //! federation query.
 
-use ruma::events::StateEventType;
-use ruma::events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent};
-use ruma::{
-    CanonicalJsonValue, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
-};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::rooms::graph::{RoomError, Rooms};
+use crate::rooms::graph::Rooms;
 use crate::storage::{Json, KvStore, StorageError, Table, catalogue};
 
 /// alias -> what it points to.
@@ -162,63 +158,6 @@ fn check_local(rooms: &Rooms, alias: &RoomAliasId) -> Result<(), AliasError> {
     } else {
         Err(AliasError::NotLocal(alias.to_owned()))
     }
-}
-
-/// Whether `user_id`, joined to `room_id`, has the power to send the state event `kind` there
-/// under the room's current power levels (false for non-members and unknown rooms).
-///
-/// Used where the spec defers to "permission to change the room's canonical alias": deleting
-/// another user's alias and publishing a room in the directory.
-pub fn may_send_state(
-    rooms: &Rooms,
-    room_id: &RoomId,
-    user_id: &UserId,
-    kind: StateEventType,
-) -> Result<bool, RoomError> {
-    if rooms.membership(room_id, user_id)?
-        != Some(ruma::events::room::member::MembershipState::Join)
-    {
-        return Ok(false);
-    }
-    let Some(version) = rooms.room_version(room_id)? else {
-        return Ok(false);
-    };
-    let rules = &version.rules().authorization;
-    let creators = match rooms.state_event(room_id, &StateEventType::RoomCreate, "")? {
-        Some(create) => {
-            let content = create.content_object();
-            let mut creators = Vec::new();
-            if rules.use_room_create_sender {
-                creators.push(create.sender().to_owned());
-            } else if let Some(CanonicalJsonValue::String(creator)) = content.get("creator")
-                && let Ok(creator) = OwnedUserId::try_from(creator.as_str())
-            {
-                creators.push(creator);
-            }
-            if rules.additional_room_creators
-                && let Some(CanonicalJsonValue::Array(additional)) =
-                    content.get("additional_creators")
-            {
-                creators.extend(additional.iter().filter_map(|user| match user {
-                    CanonicalJsonValue::String(user) => OwnedUserId::try_from(user.as_str()).ok(),
-                    _ => None,
-                }));
-            }
-            creators
-        }
-        None => Vec::new(),
-    };
-    let content = match rooms.state_event(room_id, &StateEventType::RoomPowerLevels, "")? {
-        // Power levels that cannot be read grant nothing.
-        Some(levels) => {
-            match serde_json::from_str::<RoomPowerLevelsEventContent>(levels.content().get()) {
-                Ok(content) => Some(content),
-                Err(_) => return Ok(false),
-            }
-        }
-        None => None,
-    };
-    Ok(RoomPowerLevels::new(content.into(), rules, creators).user_can_send_state(user_id, kind))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod graph;
 pub mod hierarchy;
 pub mod pdu;
+pub mod power;
 pub mod relations;
 pub mod reports;
 pub mod resolve;

@@ -12,7 +12,6 @@
 
 use ruma::events::StateEventType;
 use ruma::events::room::member::MembershipState;
-use ruma::events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::rooms::aliases::{self, AliasError};
@@ -21,6 +20,7 @@ use crate::rooms::graph::{
     CreateRoom, InitialStateEvent, NewEvent, RoomError, RoomGuard, RoomPreset, Rooms,
 };
 use crate::rooms::pdu::Pdu;
+use crate::rooms::power;
 use crate::rooms::room_version::RoomVersion;
 
 /// The state copied to the replacement room: the specification's recommended list, and the
@@ -37,60 +37,6 @@ const TRANSFERRED: [StateEventType; 10] = [
     StateEventType::RoomPowerLevels,
     StateEventType::RoomCanonicalAlias,
 ];
-
-/// The creators of `room_id` by its create event and version: the sender (v11+) or the
-/// `creator` field, and from v12 the `additional_creators`.
-pub fn creators(rooms: &Rooms, room_id: &RoomId) -> Result<Vec<OwnedUserId>, RoomError> {
-    let Some(version) = rooms.room_version(room_id)? else {
-        return Err(RoomError::NotFound("room"));
-    };
-    let rules = &version.rules().authorization;
-    let Some(create) = rooms.state_event(room_id, &StateEventType::RoomCreate, "")? else {
-        return Ok(Vec::new());
-    };
-    let content = create.content_object();
-    let mut creators = Vec::new();
-    if rules.use_room_create_sender {
-        creators.push(create.sender().to_owned());
-    } else if let Some(CanonicalJsonValue::String(creator)) = content.get("creator")
-        && let Ok(creator) = OwnedUserId::try_from(creator.as_str())
-    {
-        creators.push(creator);
-    }
-    if rules.additional_room_creators
-        && let Some(CanonicalJsonValue::Array(additional)) = content.get("additional_creators")
-    {
-        creators.extend(additional.iter().filter_map(|user| match user {
-            CanonicalJsonValue::String(user) => OwnedUserId::try_from(user.as_str()).ok(),
-            _ => None,
-        }));
-    }
-    Ok(creators)
-}
-
-/// The current power levels of `room_id` under its version's rules (the defaults when the
-/// room has no power levels event); `None` when the event cannot be read, which grants
-/// nothing.
-pub fn power_levels(rooms: &Rooms, room_id: &RoomId) -> Result<Option<RoomPowerLevels>, RoomError> {
-    let Some(version) = rooms.room_version(room_id)? else {
-        return Err(RoomError::NotFound("room"));
-    };
-    let creators = creators(rooms, room_id)?;
-    let content = match rooms.state_event(room_id, &StateEventType::RoomPowerLevels, "")? {
-        Some(levels) => {
-            match serde_json::from_str::<RoomPowerLevelsEventContent>(levels.content().get()) {
-                Ok(content) => Some(content),
-                Err(_) => return Ok(None),
-            }
-        }
-        None => None,
-    };
-    Ok(Some(RoomPowerLevels::new(
-        content.into(),
-        &version.rules().authorization,
-        creators,
-    )))
-}
 
 /// What an upgrade asks for.
 #[derive(Clone, Debug)]
@@ -125,7 +71,7 @@ pub fn upgrade_room(
     if rooms.room_info(old)?.is_none() {
         return Err(RoomError::NotFound("room"));
     }
-    if !aliases::may_send_state(rooms, old, &request.user_id, StateEventType::RoomTombstone)? {
+    if !power::may_send_state(rooms, old, &request.user_id, StateEventType::RoomTombstone)? {
         return Err(RoomError::Forbidden(
             "you may not send m.room.tombstone in this room".to_owned(),
         ));

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
 use axon_core::rooms::aliases::{self, AliasError};
+use axon_core::rooms::power;
 use axum::extract::State;
 use http::StatusCode;
 use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
@@ -131,7 +132,7 @@ pub(crate) async fn delete(
         };
         let allowed = record.creator == user.user_id
             || user.is_admin
-            || aliases::may_send_state(
+            || power::may_send_state(
                 &services.rooms,
                 &record.room_id,
                 &user.user_id,

@@ -6,8 +6,8 @@
 //! and third-party networks have no rooms here.
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
-use axon_core::rooms::aliases;
 use axon_core::rooms::directory::{self, DirectoryError, DirectoryPage, DirectoryQuery};
+use axon_core::rooms::power;
 use axum::extract::State;
 use ruma::api::client::directory::{
     get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
@@ -73,7 +73,7 @@ pub(crate) async fn set_visibility(
             return Err(ApiError::not_found(format!("Unknown room {room_id}")));
         }
         let allowed = user.is_admin
-            || aliases::may_send_state(
+            || power::may_send_state(
                 &services.rooms,
                 &room_id,
                 &user.user_id,

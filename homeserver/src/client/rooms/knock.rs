@@ -3,7 +3,7 @@
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
-use axon_core::rooms::upgrade;
+use axon_core::rooms::power;
 use axum::extract::State;
 use ruma::api::client::knock::knock_room;
 use ruma::events::StateEventType;
@@ -110,7 +110,7 @@ pub(super) fn restricted_join_authoriser(
             "You are not a member of a room this room's join rules allow",
         ));
     }
-    let Some(levels) = upgrade::power_levels(rooms, room_id)? else {
+    let Some(levels) = power::power_levels(rooms, room_id)? else {
         return Err(ApiError::forbidden(
             "No user of this server can authorise the join",
         ));
