@@ -53,10 +53,15 @@ pub struct Round {
 }
 
 impl Push {
-    /// Evaluates up to `batch` events after the last position processed, and writes the
-    /// notifications, the pushers' queue entries and the new position in one batch at the
-    /// next stream position (which wakes syncs). Synchronous (disk I/O): run it on a blocking
-    /// thread.
+    /// Evaluates up to `batch` events after the last position processed, writes the
+    /// notifications, the pushers' queue entries and the new position in one batch, and then
+    /// announces the position to [`Push::wait_evaluated`]. Synchronous (disk I/O): run it on a
+    /// blocking thread.
+    ///
+    /// The batch takes no stream position of its own: a sync that covers an event waits for
+    /// its evaluation instead, so one event wakes a waiting sync once, with its counts. The
+    /// batch is not synced either: everything in it is derived from durable events, and a
+    /// crash that loses it also loses the position in it, so the events are evaluated again.
     pub fn process_next(&self, rooms: &Rooms, batch: usize) -> Result<Round, PushError> {
         let mut progress = lock(&self.progress);
         let after = *progress;
@@ -84,12 +89,17 @@ impl Push {
             if !events.is_empty() {
                 let mut write = WriteBatch::new();
                 PROGRESS.put(&mut write, &LAST_PROCESSED.to_owned(), &upto.0);
-                self.store.write(write)?;
+                self.store.write_unsynced(write)?;
             }
         } else {
-            self.write_notifications(rooms, found, upto)?;
+            self.write_notifications(found, upto)?;
         }
         *progress = upto.max(after);
+        self.evaluated.send_if_modified(|evaluated| {
+            let raised = *progress > *evaluated;
+            *evaluated = (*evaluated).max(*progress);
+            raised
+        });
         Ok(Round {
             read: events.len(),
             upto,
@@ -98,10 +108,10 @@ impl Push {
     }
 
     /// Writes `found` with the queue entries of the users' HTTP pushers and the evaluator's
-    /// position `upto`, at the next stream position, then announces the pushers.
+    /// position `upto` in one batch, then announces the pushers. A notification is filed
+    /// under its event's stream position, so a sync that covers the event covers it too.
     fn write_notifications(
         &self,
-        rooms: &Rooms,
         found: Vec<(OwnedUserId, NotificationRecord)>,
         upto: StreamPosition,
     ) -> Result<(), PushError> {
@@ -112,31 +122,33 @@ impl Push {
             }
         }
         let mut announced = BTreeSet::new();
-        rooms.write_at_next_position(|batch, written| {
-            for (user, mut record) in found {
-                record.written = written;
-                NOTIFICATIONS_BY_ROOM.put(
-                    batch,
-                    &(user.clone(), record.room_id.clone(), record.stream),
-                    &Json(CountEntry {
-                        highlight: record.highlight,
-                        thread: record.thread_root.clone(),
-                    }),
-                );
-                for key in pushers.get(&user).into_iter().flatten() {
-                    let entry = QueuedPush {
-                        room_id: record.room_id.clone(),
-                        event_id: record.event_id.clone(),
-                        actions: record.actions.clone(),
-                    };
-                    Push::enqueue_in(batch, key, record.stream, &entry);
-                    announced.insert(key.clone());
-                }
-                NOTIFICATIONS.put(batch, &(user, written, record.stream), &Json(record));
+        let mut batch = WriteBatch::new();
+        for (user, record) in found {
+            NOTIFICATIONS_BY_ROOM.put(
+                &mut batch,
+                &(user.clone(), record.room_id.clone(), record.stream),
+                &Json(CountEntry {
+                    highlight: record.highlight,
+                    thread: record.thread_root.clone(),
+                }),
+            );
+            for key in pushers.get(&user).into_iter().flatten() {
+                let entry = QueuedPush {
+                    room_id: record.room_id.clone(),
+                    event_id: record.event_id.clone(),
+                    actions: record.actions.clone(),
+                };
+                Push::enqueue_in(&mut batch, key, record.stream, &entry);
+                announced.insert(key.clone());
             }
-            PROGRESS.put(batch, &LAST_PROCESSED.to_owned(), &upto.0);
-            Ok(())
-        })?;
+            NOTIFICATIONS.put(
+                &mut batch,
+                &(user, record.written, record.stream),
+                &Json(record),
+            );
+        }
+        PROGRESS.put(&mut batch, &LAST_PROCESSED.to_owned(), &upto.0);
+        self.store.write_unsynced(batch)?;
         self.announce(announced);
         Ok(())
     }
@@ -204,7 +216,7 @@ impl Push {
                     room_id: room_id.clone(),
                     event_id: pdu.event_id().to_owned(),
                     stream: position,
-                    written: StreamPosition(0),
+                    written: position,
                     highlight: actions.iter().any(Action::is_highlight),
                     thread_root: thread_root.clone(),
                     actions,

@@ -11,8 +11,9 @@
 //!   event stream with [`Rooms::events_after`] and evaluates each event for every local joined
 //!   member but the sender, and for a local invitee. Each notifying result becomes a
 //!   [`NotificationRecord`], written together with the delivery queue entries of the user's
-//!   HTTP pushers and the position processed so far in one batch at the next stream position
-//!   (which wakes syncs, whose unread counts changed).
+//!   HTTP pushers and the position processed so far in one batch. The batch takes no stream
+//!   position: a sync covering an event waits for its evaluation ([`Push::wait_evaluated`]),
+//!   so the event wakes the sync once and its unread counts come with it.
 //! - Counts ([`Push::unread_counts`]) and the `/notifications` listing
 //!   ([`Push::notifications`]) read the notification tables.
 //! - Pushers ([`Push::set_pusher`], [`Push::pushers`]) and their queues ([`Push::queued`],
@@ -21,7 +22,8 @@
 //!
 //! Tables (column families in `storage::catalogue`):
 //! - `push_rules`: user -> ruleset and the position it changed at;
-//! - `push_notifications`: `(user, written at, event position)` -> notification;
+//! - `push_notifications`: `(user, filed at, event position)` -> notification (filed at the
+//!   event's position; records of older versions at the position they were written at);
 //! - `push_notifications_by_room`: `(user, room, event position)` -> highlight and thread;
 //! - `pushers` `(user, app id, pushkey)` and `pushers_by_key` `(app id, pushkey, user)`;
 //! - `push_queue`: `(user, app id, pushkey, event position)` -> what to deliver;
@@ -40,12 +42,17 @@ mod tables;
 mod tests;
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use tokio::sync::broadcast;
+use lru::LruCache;
+use ruma::{OwnedRoomId, OwnedUserId};
+use tokio::sync::{broadcast, watch};
 
 pub use self::error::PushError;
 pub use self::evaluate::{Round, evaluate_actions, run_evaluator, thread_root};
+use self::notifications::CachedCounts;
 pub use self::notifications::{NotificationPage, NotificationRecord, UnreadCounts};
 pub use self::pushers::{PusherKey, QueuedPush, StoredPusher};
 use self::tables::{LAST_PROCESSED, PROGRESS};
@@ -55,6 +62,13 @@ use crate::storage::{KvStore, StorageError};
 /// How many queue announcements the channel of [`Push::subscribe_queue`] holds for a slow
 /// receiver before it reports a lag (the receiver then rescans the queues).
 const QUEUE_ANNOUNCEMENTS: usize = 1024;
+
+/// How many `(user, room)` unread counts are kept for the next sync (a few hundred bytes
+/// each).
+const CACHED_COUNTS: NonZeroUsize = match NonZeroUsize::new(16_384) {
+    Some(entries) => entries,
+    None => NonZeroUsize::MIN,
+};
 
 /// The push service: rules, evaluation, notifications, pushers. Constructed once by the
 /// server and shared.
@@ -67,6 +81,11 @@ pub struct Push {
     /// The position up to which the stream has been evaluated; persisted whenever a round
     /// read events, held here alone when it only passed positions without events.
     progress: Mutex<StreamPosition>,
+    /// The position up to which every event has been evaluated, for syncs to wait on.
+    evaluated: watch::Sender<StreamPosition>,
+    /// Unread counts of recent syncs per `(user, room)`, which the next sync extends with the
+    /// notifications after them instead of counting every unread notification again.
+    counts_cache: Mutex<LruCache<(OwnedUserId, OwnedRoomId), CachedCounts>>,
     /// Announces pushers that got queue entries, to the delivery side.
     queued: broadcast::Sender<PusherKey>,
 }
@@ -89,6 +108,8 @@ impl Push {
             rules_lock: Mutex::new(()),
             pushers_lock: Mutex::new(()),
             progress: Mutex::new(StreamPosition(progress)),
+            evaluated: watch::Sender::new(StreamPosition(progress)),
+            counts_cache: Mutex::new(LruCache::new(CACHED_COUNTS)),
             queued,
         })
     }
@@ -96,6 +117,18 @@ impl Push {
     /// The position up to which every event has been evaluated.
     pub fn last_processed(&self) -> StreamPosition {
         *lock(&self.progress)
+    }
+
+    /// Waits until every event up to `position` has been evaluated, so unread counts read
+    /// afterwards include them; gives up after `limit` (an evaluator that keeps failing must
+    /// not hold syncs forever: their counts are then late, not wrong). Returns whether the
+    /// evaluation got there.
+    pub async fn wait_evaluated(&self, position: StreamPosition, limit: Duration) -> bool {
+        let mut evaluated = self.evaluated.subscribe();
+        matches!(
+            tokio::time::timeout(limit, evaluated.wait_for(|done| *done >= position)).await,
+            Ok(Ok(_))
+        )
     }
 }
 

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use ruma::push::Action;
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{NOTIFICATIONS, NOTIFICATIONS_BY_ROOM};
-use super::{Push, PushError};
+use super::{Push, PushError, lock};
 use crate::rooms::graph::StreamPosition;
 use crate::storage::{
     Direction, Json, KeyCodec, KeyRange, StorageError, ValueCodec, prefix_successor,
@@ -24,7 +24,8 @@ pub struct NotificationRecord {
     pub event_id: OwnedEventId,
     /// The event's stream position (what read receipts are compared with).
     pub stream: StreamPosition,
-    /// The stream position the notification was written at (after the event's).
+    /// The stream position the notification is filed under in `/notifications`: its event's
+    /// (records of older versions: the position they were written at, after the event's).
     pub written: StreamPosition,
     /// Whether a `highlight` tweak was set.
     pub highlight: bool,
@@ -60,6 +61,23 @@ impl UnreadCounts {
     }
 }
 
+/// The read positions unread counts were computed for: the main timeline's and each
+/// thread's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ReadPositions {
+    main: Option<StreamPosition>,
+    threads: BTreeMap<OwnedEventId, StreamPosition>,
+}
+
+/// Unread counts of one user in one room as of `upto`, under `reads`: a later sync with the
+/// same read positions only counts the notifications after `upto`.
+#[derive(Clone, Debug)]
+pub(super) struct CachedCounts {
+    reads: ReadPositions,
+    upto: StreamPosition,
+    counts: UnreadCounts,
+}
+
 /// A page of `/notifications`, newest first.
 #[derive(Clone, Debug)]
 pub struct NotificationPage {
@@ -75,6 +93,9 @@ impl Push {
     /// everything is unread) and, for each thread, after its position in `thread_reads`, or
     /// after `main_read` for a thread without its own entry.
     ///
+    /// Only events up to `upto` count: a sync reports the counts as of the position it
+    /// covers, so a count never runs ahead of the timeline the client has.
+    ///
     /// The caller folds the spec's receipt rules into the positions: an unthreaded receipt
     /// covers every timeline, so each position is the furthest of the unthreaded receipt and
     /// the receipt of that timeline.
@@ -84,30 +105,81 @@ impl Push {
         room_id: &RoomId,
         main_read: Option<StreamPosition>,
         thread_reads: &BTreeMap<OwnedEventId, StreamPosition>,
+        upto: StreamPosition,
     ) -> Result<UnreadCounts, PushError> {
-        // Nothing at or before the earliest read position can be unread anywhere.
-        let floor = match main_read {
-            Some(main) => thread_reads
-                .values()
-                .copied()
-                .fold(main, StreamPosition::min),
-            None => StreamPosition(0),
+        // Read before scanning: every notification up to here is written, so counts up to
+        // here are final and may be kept for the next sync to extend.
+        let evaluated = self.last_processed();
+        let key = (user_id.to_owned(), room_id.to_owned());
+        let reads = ReadPositions {
+            main: main_read,
+            threads: thread_reads.clone(),
         };
-        let user = user_id.to_owned();
-        let room = room_id.to_owned();
+        let cached = lock(&self.counts_cache)
+            .get(&key)
+            .filter(|cached| cached.reads == reads && cached.upto <= upto)
+            .cloned();
+        let (mut counts, after) = match cached {
+            Some(cached) => (cached.counts, cached.upto),
+            // Nothing at or before the earliest read position can be unread anywhere.
+            None => (
+                UnreadCounts::default(),
+                thread_reads
+                    .values()
+                    .copied()
+                    .fold(main_read.unwrap_or_default(), StreamPosition::min),
+            ),
+        };
+        self.count_notifications(&key, &reads, after, upto, &mut counts)?;
+        if upto <= evaluated {
+            lock(&self.counts_cache).put(
+                key,
+                CachedCounts {
+                    reads,
+                    upto,
+                    counts: counts.clone(),
+                },
+            );
+        }
+        Ok(counts)
+    }
+
+    /// Adds to `counts` the notifications of the user in the room for events after `after`
+    /// and up to `upto` that `reads` leave unread.
+    fn count_notifications(
+        &self,
+        (user, room): &(OwnedUserId, OwnedRoomId),
+        reads: &ReadPositions,
+        after: StreamPosition,
+        upto: StreamPosition,
+        counts: &mut UnreadCounts,
+    ) -> Result<(), PushError> {
+        if after >= upto {
+            return Ok(());
+        }
         let prefix = (user.clone(), room.clone()).to_key_bytes();
-        let start = (user, room, StreamPosition(floor.0.saturating_add(1))).to_key_bytes();
+        let start = (
+            user.clone(),
+            room.clone(),
+            StreamPosition(after.0.saturating_add(1)),
+        )
+            .to_key_bytes();
+        let end = match upto.0.checked_add(1) {
+            Some(next) => {
+                Bound::Excluded((user.clone(), room.clone(), StreamPosition(next)).to_key_bytes())
+            }
+            None => prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        };
         let range = KeyRange {
             start: Bound::Included(start),
-            end: prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
+            end,
         };
-        let mut counts = UnreadCounts::default();
         for ((_, _, stream), Json(entry)) in
             NOTIFICATIONS_BY_ROOM.collect(&*self.store, range, Direction::Forward, None)?
         {
             let read = match &entry.thread {
-                Some(root) => thread_reads.get(root).copied().or(main_read),
-                None => main_read,
+                Some(root) => reads.threads.get(root).copied().or(reads.main),
+                None => reads.main,
             };
             if read.is_some_and(|read| stream <= read) {
                 continue;
@@ -125,7 +197,7 @@ impl Push {
                 }
             }
         }
-        Ok(counts)
+        Ok(())
     }
 
     /// Up to `limit` notifications of `user_id`, newest first, starting after the token
@@ -185,19 +257,24 @@ impl Push {
         })
     }
 
-    /// The rooms in which notifications of `user_id` were written after `since`: their
-    /// unread counts may have changed even without new events or receipts after `since`.
+    /// The rooms in which notifications of `user_id` were filed after `since`, up to `upto`:
+    /// their unread counts changed, even where the sync's filter hides the events.
     pub fn rooms_with_notifications_since(
         &self,
         user_id: &UserId,
         since: StreamPosition,
+        upto: StreamPosition,
     ) -> Result<BTreeSet<OwnedRoomId>, PushError> {
         let user = user_id.to_owned();
         let prefix = (user.clone(),).to_key_bytes();
-        let start = (user, StreamPosition(since.0.saturating_add(1))).to_key_bytes();
+        let start = (user.clone(), StreamPosition(since.0.saturating_add(1))).to_key_bytes();
+        let end = match upto.0.checked_add(1) {
+            Some(after) => Bound::Excluded((user, StreamPosition(after)).to_key_bytes()),
+            None => prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        };
         let range = KeyRange {
             start: Bound::Included(start),
-            end: prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
+            end,
         };
         Ok(NOTIFICATIONS
             .collect(&*self.store, range, Direction::Forward, None)?

@@ -14,7 +14,7 @@ pub(super) const LAST_PROCESSED: &str = "push.last_processed";
 
 pub(super) const PROGRESS: Table<String, u64> = Table::new(&catalogue::COUNTERS);
 pub(super) const RULES: Table<OwnedUserId, Json<RulesRecord>> = Table::new(&catalogue::PUSH_RULES);
-/// `(user, position written at, event position)` -> the notification.
+/// `(user, position filed at, event position)` -> the notification.
 pub(super) const NOTIFICATIONS: Table<
     (OwnedUserId, StreamPosition, StreamPosition),
     Json<NotificationRecord>,

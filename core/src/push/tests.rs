@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ruma::api::client::push::{Pusher, PusherIds, PusherInit, PusherKind, RuleKind};
 use ruma::events::{StateEventType, TimelineEventType};
@@ -24,6 +25,8 @@ const ALICE: &str = "@alice:example.org";
 const BOB: &str = "@bob:example.org";
 const CAROL: &str = "@carol:example.org";
 const REMOTE: &str = "@dave:elsewhere.example";
+/// An upper bound that counts every notification.
+const ALL: StreamPosition = StreamPosition(u64::MAX);
 
 fn user(id: &str) -> OwnedUserId {
     OwnedUserId::try_from(id).unwrap()
@@ -317,7 +320,10 @@ fn unread_counts_follow_the_read_positions_of_each_timeline() {
     let alice = user(ALICE);
     let none = BTreeMap::new();
 
-    let all = h.push.unread_counts(&alice, &room, None, &none).unwrap();
+    let all = h
+        .push
+        .unread_counts(&alice, &room, None, &none, ALL)
+        .unwrap();
     assert_eq!(
         all,
         UnreadCounts {
@@ -328,10 +334,27 @@ fn unread_counts_follow_the_read_positions_of_each_timeline() {
     );
     assert_eq!(all.total(), (4, 1));
 
+    // A sync that covers events up to the mention counts only those.
+    let upto_mention = h
+        .push
+        .unread_counts(&alice, &room, None, &none, h.position_of(&mention))
+        .unwrap();
+    assert_eq!(
+        upto_mention,
+        UnreadCounts {
+            notification_count: 2,
+            highlight_count: 1,
+            threads: BTreeMap::new(),
+        }
+    );
+
     // Read up to the mention: the main timeline is read; the thread falls back to the same
     // position, and its replies come after it.
     let read = Some(h.position_of(&mention));
-    let counts = h.push.unread_counts(&alice, &room, read, &none).unwrap();
+    let counts = h
+        .push
+        .unread_counts(&alice, &room, read, &none, ALL)
+        .unwrap();
     assert_eq!((counts.notification_count, counts.highlight_count), (0, 0));
     assert_eq!(counts.threads, BTreeMap::from([(first.clone(), (2, 0))]));
 
@@ -339,7 +362,7 @@ fn unread_counts_follow_the_read_positions_of_each_timeline() {
     let thread_reads = BTreeMap::from([(first.clone(), h.position_of(&reply_one))]);
     let counts = h
         .push
-        .unread_counts(&alice, &room, read, &thread_reads)
+        .unread_counts(&alice, &room, read, &thread_reads, ALL)
         .unwrap();
     assert_eq!(counts.threads, BTreeMap::from([(first, (1, 0))]));
 
@@ -349,7 +372,7 @@ fn unread_counts_follow_the_read_positions_of_each_timeline() {
     h.evaluate();
     let counts = h
         .push
-        .unread_counts(&alice, &room, read, &thread_reads)
+        .unread_counts(&alice, &room, read, &thread_reads, ALL)
         .unwrap();
     assert_eq!(counts.total(), (1, 0));
 }
@@ -406,26 +429,43 @@ fn notifications_page_newest_first_and_filter_highlights() {
 }
 
 #[test]
-fn notifications_advance_the_stream_and_name_their_rooms() {
+fn notifications_take_no_stream_position_and_name_their_rooms() {
+    let h = Harness::new();
+    let room = h.room(&[BOB]);
+    let before = h.rooms.current_stream_position();
+    let hi = h.text(&room, BOB, "hi");
+    let sent = h.rooms.current_stream_position();
+    h.evaluate();
+    // Evaluation wakes no sync of its own: a sync covering the event waits for it instead.
+    assert_eq!(h.rooms.current_stream_position(), sent);
+    assert_eq!(h.push.last_processed(), sent);
+    let rooms = h
+        .push
+        .rooms_with_notifications_since(&user(ALICE), before, sent)
+        .unwrap();
+    assert_eq!(rooms.into_iter().collect::<Vec<_>>(), vec![room]);
+    // Filed under the event's position: a sync ending before the event does not see it,
+    // and one starting after it does not either.
+    let just_before = StreamPosition(h.position_of(&hi).0 - 1);
+    for (since, upto) in [(before, just_before), (sent, StreamPosition(u64::MAX))] {
+        assert!(
+            h.push
+                .rooms_with_notifications_since(&user(ALICE), since, upto)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn waiting_for_evaluation_returns_once_the_position_is_evaluated() {
     let h = Harness::new();
     let room = h.room(&[BOB]);
     h.text(&room, BOB, "hi");
-    let before = h.rooms.current_stream_position();
+    let sent = h.rooms.current_stream_position();
+    assert!(!h.push.wait_evaluated(sent, Duration::from_millis(20)).await);
     h.evaluate();
-    // The notification was written at a new position, which wakes syncs.
-    assert!(h.rooms.current_stream_position() > before);
-    let rooms = h
-        .push
-        .rooms_with_notifications_since(&user(ALICE), before)
-        .unwrap();
-    assert_eq!(rooms.into_iter().collect::<Vec<_>>(), vec![room]);
-    let later = h.rooms.current_stream_position();
-    assert!(
-        h.push
-            .rooms_with_notifications_since(&user(ALICE), later)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.push.wait_evaluated(sent, Duration::from_secs(5)).await);
 }
 
 #[test]
@@ -617,4 +657,59 @@ fn pushers_of_unknown_kinds_or_oversized_ids_are_refused() {
         Err(PushError::InvalidParam(_))
     ));
     assert!(h.push.pushers(&alice).unwrap().is_empty());
+}
+
+#[test]
+fn counts_kept_from_an_earlier_sync_are_extended_exactly() {
+    let h = Harness::new();
+    let room = h.room(&[BOB]);
+    let alice = user(ALICE);
+    let none = BTreeMap::new();
+    let mention = |body: &str| {
+        h.message(
+            &room,
+            BOB,
+            json!({ "msgtype": "m.text", "body": body, "m.mentions": { "user_ids": [ALICE] } }),
+        )
+    };
+    h.text(&room, BOB, "one");
+    mention("two");
+    h.evaluate();
+    let first = h.rooms.current_stream_position();
+    let early = h
+        .push
+        .unread_counts(&alice, &room, None, &none, first)
+        .unwrap();
+    assert_eq!(early.total(), (2, 1));
+
+    let three = h.text(&room, BOB, "three");
+    mention("four");
+    h.evaluate();
+    let second = h.rooms.current_stream_position();
+    // A service without kept counts (a restarted server) counts from scratch.
+    let fresh = Push::new(Arc::clone(&h.store)).unwrap();
+    for read in [None, Some(h.position_of(&three))] {
+        let extended = h
+            .push
+            .unread_counts(&alice, &room, read, &none, second)
+            .unwrap();
+        let counted = fresh
+            .unread_counts(&alice, &room, read, &none, second)
+            .unwrap();
+        assert_eq!(extended, counted, "read up to {read:?}");
+    }
+    assert_eq!(
+        h.push
+            .unread_counts(&alice, &room, None, &none, second)
+            .unwrap()
+            .total(),
+        (4, 2)
+    );
+    // Kept counts never answer for an earlier position.
+    assert_eq!(
+        h.push
+            .unread_counts(&alice, &room, None, &none, first)
+            .unwrap(),
+        early
+    );
 }

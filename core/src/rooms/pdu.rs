@@ -160,6 +160,26 @@ impl Pdu {
         Self::from_checked_parts(json, event_id, reference_hash, rules)
     }
 
+    /// Parses an event this server stored after checking it, with the reference hash
+    /// computed then: a read skips the size checks and the hashing, which only a new event
+    /// needs. The event id follows from the hash as in [`Pdu::from_canonical`].
+    pub(crate) fn from_stored(
+        json: CanonicalJsonObject,
+        reference_hash: String,
+        room_version: &RoomVersion,
+    ) -> Result<Self, PduError> {
+        let rules = room_version.rules();
+        let event_id = if rules.event_format.require_event_id {
+            parse_id::<OwnedEventId>(&json, "event_id")?
+        } else {
+            EventId::new_v2_or_v3(&reference_hash).map_err(|err| PduError::InvalidField {
+                field: "event_id",
+                reason: err.to_string(),
+            })?
+        };
+        Self::from_checked_parts(json, event_id, reference_hash, rules)
+    }
+
     /// Parses an event already checked by [`check_limits`] whose id is known.
     fn from_checked_parts(
         json: CanonicalJsonObject,

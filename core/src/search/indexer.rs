@@ -15,6 +15,12 @@ use crate::rooms::graph::{EventStatus, Rooms, StoredEvent, StreamPosition};
 /// How many events one batch reads (and one commit covers, at most).
 const BATCH: usize = 500;
 
+/// The least time between two commits. A commit writes new segment files and reloads the
+/// searcher, which costs far more than indexing one message: under a steady flow of events,
+/// spacing commits lets one commit cover many events (search results lag by at most this
+/// long), while an event after a quiet spell is still committed at once.
+const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
 /// How long to wait before trying again after indexing failed (a full disk, say), so a
 /// lasting failure does not spin.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -26,6 +32,8 @@ pub(super) struct Round {
     pub(super) read: usize,
     /// The position up to which the stream has now been read.
     pub(super) upto: StreamPosition,
+    /// Whether the round changed the index and committed.
+    pub(super) committed: bool,
 }
 
 impl SearchIndex {
@@ -59,6 +67,7 @@ impl SearchIndex {
         Ok(Round {
             read: events.len(),
             upto,
+            committed: changed,
         })
     }
 
@@ -116,13 +125,23 @@ impl SearchIndex {
 /// in batches, then waits for the stream to move (the notifier, no polling).
 pub async fn run_indexer(services: Arc<Services>) {
     let mut positions = services.rooms.subscribe();
+    let mut next_round = tokio::time::Instant::now();
     loop {
+        // Rate limiting, not waiting for a condition: events arriving meanwhile stay in the
+        // stream and are picked up by the next round.
+        tokio::time::sleep_until(next_round).await;
         let worker = Arc::clone(&services);
         let round =
             tokio::task::spawn_blocking(move || worker.search.catch_up(&worker.rooms, BATCH)).await;
         let upto = match round {
+            // A backlog is read in full batches, one commit each, without pauses.
             Ok(Ok(round)) if round.read == BATCH => continue,
-            Ok(Ok(round)) => round.upto,
+            Ok(Ok(round)) => {
+                if round.committed {
+                    next_round = tokio::time::Instant::now() + MIN_COMMIT_INTERVAL;
+                }
+                round.upto
+            }
             Ok(Err(error)) => {
                 tracing::error!(%error, "indexing events for search failed; retrying");
                 tokio::time::sleep(RETRY_AFTER_FAILURE).await;

@@ -378,9 +378,13 @@ fn unread_total(services: &Services, user_id: &UserId) -> Result<u64, DeliveryEr
             continue;
         }
         let read = services.receipts.read_position(user_id, &room_id, None)?;
-        let counts = services
-            .push
-            .unread_counts(user_id, &room_id, read, &Default::default())?;
+        let counts = services.push.unread_counts(
+            user_id,
+            &room_id,
+            read,
+            &Default::default(),
+            StreamPosition(u64::MAX),
+        )?;
         total += counts.total().0;
     }
     Ok(total)

@@ -386,6 +386,7 @@ impl Rooms {
             state_before: input.state_before.map(Into::into),
             state_after: state_after.map(Into::into),
             event,
+            reference_hash: Some(pdu.reference_hash().to_owned()),
             unsigned,
         };
         let writes = batch.write_batch();

@@ -125,8 +125,7 @@ impl Rooms {
         kind: &StateEventType,
         state_key: &str,
     ) -> Result<Option<Pdu>, RoomError> {
-        let head = self.existing_head(room_id)?;
-        match head.current {
+        match self.current_snapshot(room_id)? {
             Some(snapshot) => self.state_pdu(snapshot, kind, state_key),
             None => Ok(None),
         }
@@ -134,8 +133,21 @@ impl Rooms {
 
     /// The current state of the room.
     pub fn current_state(&self, room_id: &RoomId) -> Result<Vec<Pdu>, RoomError> {
-        let head = self.existing_head(room_id)?;
-        self.snapshot_pdus(head.current)
+        self.snapshot_pdus(self.current_snapshot(room_id)?)
+    }
+
+    /// The snapshot of the room's current state: the part of [`Rooms::head`] that state
+    /// queries need, without the forward extremities (a scan reads need not pay for).
+    fn current_snapshot(&self, room_id: &RoomId) -> Result<Option<SnapshotId>, RoomError> {
+        let short = self.existing_room_short(room_id)?;
+        Ok(CURRENT_STATE.get(&*self.store, &short)?)
+    }
+
+    /// The room's short id; `NotFound` for a room unknown here.
+    fn existing_room_short(&self, room_id: &RoomId) -> Result<ShortRoomId, RoomError> {
+        self.room_record(room_id)?
+            .map(|record| record.short)
+            .ok_or(RoomError::NotFound("room"))
     }
 
     /// The state of the room after `event_id` (including it, for a state event).
@@ -224,9 +236,9 @@ impl Rooms {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<(StreamPosition, Pdu)>, RoomError> {
-        let head = self.existing_head(room_id)?;
-        let prefix = (head.short,).to_key_bytes();
-        let from = from.map(|from| (head.short, from).to_key_bytes());
+        let short = self.existing_room_short(room_id)?;
+        let prefix = (short,).to_key_bytes();
+        let from = from.map(|from| (short, from).to_key_bytes());
         let (range, scan) = paginate(&prefix, from, direction);
         TIMELINE
             .collect(&*self.store, range, scan, Some(limit))?
@@ -246,9 +258,9 @@ impl Rooms {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<(TopoPosition, Pdu)>, RoomError> {
-        let head = self.existing_head(room_id)?;
-        let prefix = (head.short,).to_key_bytes();
-        let from = from.map(|from| (head.short, from.depth, from.stream).to_key_bytes());
+        let short = self.existing_room_short(room_id)?;
+        let prefix = (short,).to_key_bytes();
+        let from = from.map(|from| (short, from.depth, from.stream).to_key_bytes());
         let (range, scan) = paginate(&prefix, from, direction);
         TOPOLOGY
             .collect(&*self.store, range, scan, Some(limit))?
@@ -377,8 +389,11 @@ impl Rooms {
 pub(super) fn parse_record(record: EventRecord) -> Result<Loaded, RoomError> {
     let version = RoomVersion::new(&record.room_version)
         .map_err(|err| corrupt(format!("stored event: {err}")))?;
-    let mut pdu = Pdu::from_canonical(record.event, &version)
-        .map_err(|err| corrupt(format!("stored event: {err}")))?;
+    let parsed = match record.reference_hash {
+        Some(reference_hash) => Pdu::from_stored(record.event, reference_hash, &version),
+        None => Pdu::from_canonical(record.event, &version),
+    };
+    let mut pdu = parsed.map_err(|err| corrupt(format!("stored event: {err}")))?;
     for (key, value) in record.unsigned.into_iter().flatten() {
         pdu.set_unsigned(key, value);
     }

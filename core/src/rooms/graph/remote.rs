@@ -583,6 +583,7 @@ fn event_record(
         state_before: state_before.map(Into::into),
         state_after: state_after.map(Into::into),
         event,
+        reference_hash: Some(pdu.reference_hash().to_owned()),
         unsigned,
     }
 }

@@ -139,6 +139,11 @@ pub(super) struct EventRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) state_after: Option<SnapshotRef>,
     pub(super) event: CanonicalJsonObject,
+    /// The event's reference hash, which names it (from room v3 on) and which redaction does
+    /// not change: kept so a read does not hash the event again. Records written before it
+    /// existed have none and are hashed when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reference_hash: Option<String>,
     /// Kept apart from the event so that a large `redacted_because` never counts against the
     /// event's size limit when it is parsed again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

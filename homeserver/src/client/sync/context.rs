@@ -72,7 +72,7 @@ impl<'a> Context<'a> {
             .map(|content| ignored_users(&content))
             .unwrap_or_default();
         let incremental = since.filter(|_| !full_state).map(|since| since.stream);
-        let counts_changed = rooms_with_changed_counts(services, &user.user_id, incremental)?;
+        let counts_changed = rooms_with_changed_counts(services, &user.user_id, incremental, upto)?;
         Ok(Self {
             counts_changed,
             services,

@@ -84,6 +84,7 @@ pub(crate) fn unread_counts(
     user: &AuthenticatedUser,
     room_id: &RoomId,
     per_thread: bool,
+    upto: StreamPosition,
 ) -> Result<(UnreadCounts, Option<BTreeMap<String, UnreadCounts>>), ApiError> {
     let receipts = &services.receipts;
     let main = receipts
@@ -94,7 +95,7 @@ pub(crate) fn unread_counts(
         .map_err(sync_error)?;
     let counts = services
         .push
-        .unread_counts(&user.user_id, room_id, main, &threads)
+        .unread_counts(&user.user_id, room_id, main, &threads, upto)
         .map_err(ApiError::internal)?;
     if !per_thread {
         let (notification_count, highlight_count) = counts.total();
@@ -128,17 +129,18 @@ pub(crate) fn unread_counts(
     ))
 }
 
-/// The rooms whose unread counts may have changed after `since` without a new event or
-/// receipt the user sees there (notifications are written after their event).
+/// The rooms whose unread counts changed after `since` (up to `upto`), which a sync
+/// includes even when its filter hides the events that changed them.
 pub(crate) fn rooms_with_changed_counts(
     services: &Services,
     user_id: &UserId,
     since: Option<StreamPosition>,
+    upto: StreamPosition,
 ) -> Result<BTreeSet<OwnedRoomId>, ApiError> {
     match since {
         Some(since) => services
             .push
-            .rooms_with_notifications_since(user_id, since)
+            .rooms_with_notifications_since(user_id, since, upto)
             .map_err(ApiError::internal),
         None => Ok(BTreeSet::new()),
     }

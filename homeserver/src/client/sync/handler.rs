@@ -30,6 +30,10 @@ use crate::client::rooms::blocking;
 
 /// The longest a sync waits, whatever the client asks (clients use 30 s).
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest a sync waits for push rule evaluation to reach its position before it answers
+/// with the unread counts as they are (evaluation takes well under a millisecond an event;
+/// this only matters when the evaluator is failing).
+const MAX_EVALUATION_WAIT: Duration = Duration::from_secs(2);
 
 /// # `GET /_matrix/client/v3/sync`
 pub(crate) async fn sync(
@@ -68,6 +72,18 @@ pub(crate) async fn sync(
         typing.borrow_and_update();
         let upto = services.rooms.current_stream_position();
         let typing_now = services.typing.current();
+        // Unread counts come from push rule evaluation, which follows the stream: wait for it
+        // to cover `upto`, so the events and their counts arrive in one answer.
+        if !services
+            .push
+            .wait_evaluated(upto, MAX_EVALUATION_WAIT)
+            .await
+        {
+            tracing::warn!(
+                upto = upto.0,
+                "push rule evaluation is behind; unread counts may be late"
+            );
+        }
         let response = {
             let (user, filter) = (Arc::clone(&user), Arc::clone(&filter));
             blocking(&state, move |services| {

@@ -145,7 +145,8 @@ fn joined_room(
         return Ok(None);
     }
     let per_thread = ctx.filter.room.timeline.unread_thread_notifications;
-    let (unread, thread_unread) = unread_counts(ctx.services, ctx.user, room_id, per_thread)?;
+    let (unread, thread_unread) =
+        unread_counts(ctx.services, ctx.user, room_id, per_thread, ctx.upto)?;
     Ok(Some(JoinedRoom {
         summary: summary(ctx, room_id)?,
         state: state.into(),

@@ -239,6 +239,7 @@ impl Rooms {
             let short = self
                 .short_ids
                 .get_or_create_event(store, &mut batch, pdu.event_id())?;
+            let reference_hash = Some(pdu.reference_hash().to_owned());
             let mut event = pdu.into_json();
             let unsigned = match event.remove("unsigned") {
                 Some(ruma::CanonicalJsonValue::Object(unsigned)) => Some(unsigned),
@@ -252,6 +253,7 @@ impl Rooms {
                 state_before: None,
                 state_after: None,
                 event,
+                reference_hash,
                 unsigned,
             };
             EVENTS.put(batch.write_batch(), &short, &Json(record));

@@ -226,3 +226,40 @@ fn rooms_survive_a_reopen_of_the_database() {
         [before.last().unwrap().1.event_id().to_owned()]
     );
 }
+
+#[test]
+fn stored_events_read_back_as_sent_with_or_without_their_stored_hash() {
+    use crate::rooms::graph::tables::EVENTS;
+    use crate::storage::{Json, WriteBatch};
+
+    // v1 names events by an `event_id` field, v11 and v12 by the reference hash.
+    for version_id in [RoomVersionId::V1, RoomVersionId::V11, RoomVersionId::V12] {
+        let h = Harness::new();
+        let room_id = h.public_room(version_id.clone());
+        let sent = h.message(&room_id, ALICE, "hello").unwrap();
+        let read = h.rooms.get_event(&sent.event_id).unwrap().unwrap().pdu;
+        assert_eq!(read.event_id(), sent.event_id, "{version_id}");
+        let short = h
+            .rooms
+            .short_ids
+            .event(&*h.store, &sent.event_id)
+            .unwrap()
+            .unwrap();
+        let Json(mut record) = EVENTS.get(&*h.store, &short).unwrap().unwrap();
+        assert_eq!(
+            record.reference_hash.as_deref(),
+            Some(read.reference_hash()),
+            "{version_id}"
+        );
+
+        // A record from before the hash was stored is hashed on read, to the same event.
+        record.reference_hash = None;
+        let mut batch = WriteBatch::new();
+        EVENTS.put(&mut batch, &short, &Json(record));
+        h.store.write(batch).unwrap();
+        let reread = h.rooms.get_event(&sent.event_id).unwrap().unwrap().pdu;
+        assert_eq!(reread.event_id(), read.event_id(), "{version_id}");
+        assert_eq!(reread.reference_hash(), read.reference_hash());
+        assert_eq!(reread.json(), read.json());
+    }
+}
