@@ -88,13 +88,21 @@ where
     resolve_state(room_version, state_sets, auth_chains, fetch_event)
 }
 
-/// The auth chain of a state set: every event reachable through `auth_events` from its events
-/// (the events themselves not included unless another event's auth chain holds them).
+/// The auth chain of a state set for the auth difference: every event reachable through
+/// `auth_events` from its events, and the events themselves.
+///
+/// The spec's wording leaves the set's own events out, but Synapse counts them (an event is
+/// in a set's chain when it is reachable from the set, itself included), and every server in
+/// a room must compute the same difference or the room's state splits. Counting them keeps a
+/// state event that every fork holds out of the difference: unconflicted state is never
+/// resolved again.
 pub fn state_set_auth_chain<E: Event>(
     state_set: &StateMap<OwnedEventId>,
     fetch_event: impl Fn(&EventId) -> Option<E>,
 ) -> Result<HashSet<OwnedEventId>, ResolveError> {
-    auth_chain(state_set.values().cloned(), fetch_event)
+    let mut chain = auth_chain(state_set.values().cloned(), fetch_event)?;
+    chain.extend(state_set.values().cloned());
+    Ok(chain)
 }
 
 /// The auth chain of `event_ids`: the transitive closure of their `auth_events`, walked

@@ -388,10 +388,14 @@ fn concurrent_power_level_changes_resolve_by_state_resolution_v2() {
         resolved.sort();
         assert_eq!(id_set(&h.rooms.current_state(&room_id).unwrap()), resolved);
 
-        // Zara's join is in the auth chain of the remote branch only (the remote change lists
-        // it), so it is in the conflicted set and sorts, at her old power 0, after alice's
-        // change: the remote change comes after both and wins, whatever the timestamps.
-        let winner = concurrent.event_id();
+        // Zara's join is in the state of both branches, so it stays out of the auth
+        // difference (each branch's chain counts its own state, as Synapse counts it): the
+        // two changes tie on power and the later one is applied last and wins.
+        let winner = if remote_is_later {
+            concurrent.event_id()
+        } else {
+            local.pdu.event_id()
+        };
         let power = h
             .rooms
             .state_event(&room_id, &StateEventType::RoomPowerLevels, "")
