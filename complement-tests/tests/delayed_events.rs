@@ -165,12 +165,28 @@ async fn a_delayed_message_is_listed_then_sent_when_due() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(sent["sender"], alice.user_id.as_str());
+    // The sender can tell which delayed event sent it (MSC4140).
+    assert_eq!(
+        sent["unsigned"]["org.matrix.msc4140.delay_id"],
+        delay_id.as_str(),
+        "{sent}"
+    );
     assert!(
         sent["origin_server_ts"].as_u64().unwrap_or_default() >= before + 300,
         "{sent}"
     );
     assert!(alice.delayed_events().await.is_empty());
-    assert_matrix_error(&act(&hs, &delay_id, "send").await, 404, "M_NOT_FOUND");
+    // A retried send of a sent event succeeds (MSC4140) and sends nothing more.
+    act(&hs, &delay_id, "send").await.assert_ok();
+    assert_eq!(
+        alice
+            .bodies(&room_id)
+            .await
+            .iter()
+            .filter(|body| *body == "later")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -241,8 +257,15 @@ async fn restart_cancel_and_send_actions() {
         .await
         .assert_ok();
     assert!(alice.delayed_events().await.is_empty());
-    assert_matrix_error(&act(&hs, &to_restart, "restart").await, 404, "M_NOT_FOUND");
-    assert_matrix_error(&act(&hs, &to_restart, "cancel").await, 404, "M_NOT_FOUND");
+    // Finalised: restarting conflicts with the cancellation, cancelling again succeeds
+    // (MSC4140), and an id never scheduled is unknown.
+    assert_matrix_error(&act(&hs, &to_restart, "restart").await, 409, "M_UNKNOWN");
+    act(&hs, &to_restart, "cancel").await.assert_ok();
+    assert_matrix_error(
+        &act(&hs, "NoSuchDelayId", "cancel").await,
+        404,
+        "M_NOT_FOUND",
+    );
     // The cancelled content never reached the room.
     assert_eq!(alice.state_content(&room_id, CALL_MEMBER, &key).await, left);
 
@@ -432,4 +455,169 @@ async fn another_users_state_change_cancels_a_delayed_state_event() {
         alice.state_content(&room_id, CALL_MEMBER, "_k2").await,
         json!({ "by": "bob" })
     );
+}
+
+/// The user's finalised delayed events, with extra query parameters (`&...`).
+async fn finalised(user: &User, extra: &str) -> Vec<Value> {
+    let resp = user
+        .client
+        .get(&format!(
+            "{UNSTABLE}/delayed_events?status=finalised{extra}"
+        ))
+        .await;
+    resp.assert_ok();
+    match resp.body["delayed_events"].as_array() {
+        Some(events) => events.clone(),
+        None => panic!("no delayed_events list: {}", resp.describe()),
+    }
+}
+
+#[tokio::test]
+async fn finalised_delayed_events_stay_queryable_with_their_outcome() {
+    let hs = Homeserver::start(ServerOptions::new()).await;
+    let alice = user(&hs, "alice").await;
+    let bob = user(&hs, "bob").await;
+    let room_id = call_room(&alice, Some(&bob)).await;
+    let before = now_ms();
+
+    // Sent by its delay running out.
+    let due = alice.send_delayed(&room_id, "due now", 200).await;
+    due.assert_ok();
+    let due = due.str_at("/delay_id").to_owned();
+    // Sent by the send action.
+    let pushed = alice
+        .state_delayed(&room_id, "_alice", json!({ "v": 1 }), LONG_DELAY_MS)
+        .await;
+    act(&hs, &pushed, "send").await.assert_ok();
+    // Cancelled.
+    let dropped = alice
+        .send_delayed(&room_id, "never", LONG_DELAY_MS)
+        .await
+        .str_at("/delay_id")
+        .to_owned();
+    act(&hs, &dropped, "cancel").await.assert_ok();
+    // Failing when due: Bob's power does not reach the power levels.
+    let doomed = {
+        let path = format!(
+            "{}?org.matrix.msc4140.delay=200",
+            state_path(&room_id, "m.room.power_levels", "")
+        );
+        let resp = bob.client.put(&path, json!({ "users": {} })).await;
+        resp.assert_ok();
+        resp.str_at("/delay_id").to_owned()
+    };
+
+    wait_until("both delays to run out", DEADLINE, || {
+        let alice = alice.clone();
+        let bob = bob.clone();
+        async move {
+            let mine = finalised(&alice, "").await.len();
+            let bobs = finalised(&bob, "").await.len();
+            (mine == 3 && bobs == 1).then_some(())
+        }
+    })
+    .await;
+
+    // The scheduled listing no longer shows them; the finalised one does, with outcomes.
+    assert!(alice.delayed_events().await.is_empty());
+    let done = finalised(&alice, "").await;
+    let by_id = |id: &str| {
+        done.iter()
+            .find(|event| event["delay_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not finalised: {done:?}"))
+    };
+    let sent = by_id(&due);
+    assert_eq!(sent["outcome"], "send");
+    assert_eq!(sent["reason"], "delay");
+    assert_eq!(
+        sent["content"],
+        json!({ "msgtype": "m.text", "body": "due now" })
+    );
+    assert!(
+        sent["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with('$')),
+        "{sent}"
+    );
+    assert!(
+        sent["origin_server_ts"].as_u64().unwrap_or_default() >= before + 200,
+        "{sent}"
+    );
+    let pushed_event = by_id(&pushed);
+    assert_eq!(pushed_event["outcome"], "send");
+    assert_eq!(pushed_event["reason"], "action");
+    assert_eq!(pushed_event["state_key"], "_alice");
+    let cancelled = by_id(&dropped);
+    assert_eq!(cancelled["outcome"], "cancel");
+    assert!(cancelled.get("event_id").is_none(), "{cancelled}");
+
+    // The event sent at its due time is the one in the room.
+    let event_id = sent["event_id"].as_str().unwrap_or_default();
+    let event = alice
+        .client
+        .get(&room_path(
+            &room_id,
+            &format!("/event/{}", encode_path_segment(event_id)),
+        ))
+        .await;
+    event.assert_ok();
+    assert_eq!(event.body["content"]["body"], "due now");
+
+    // A failed send is kept with its error, and not retried.
+    let failed = finalised(&bob, "").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["delay_id"], doomed.as_str());
+    assert_eq!(failed[0]["outcome"], "error");
+    assert_eq!(failed[0]["error"]["errcode"], "M_FORBIDDEN");
+    assert!(failed[0].get("event_id").is_none());
+    assert_matrix_error(&act(&hs, &doomed, "send").await, 409, "M_UNKNOWN");
+
+    // Filters: outcome, reason, room and type.
+    let only = |events: Vec<Value>| -> Vec<String> {
+        let mut ids: Vec<String> = events
+            .iter()
+            .map(|event| event["delay_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut sent_ids = vec![due.clone(), pushed.clone()];
+    sent_ids.sort();
+    assert_eq!(only(finalised(&alice, "&outcome=send").await), sent_ids);
+    assert_eq!(
+        only(finalised(&alice, "&outcome=cancel").await),
+        vec![dropped.clone()]
+    );
+    assert_eq!(
+        only(finalised(&alice, "&reason=delay").await),
+        vec![due.clone()]
+    );
+    assert_eq!(
+        only(finalised(&alice, &format!("&type={CALL_MEMBER}")).await),
+        vec![pushed.clone()]
+    );
+    assert!(
+        finalised(&alice, "&room_id=!elsewhere:example.org")
+            .await
+            .is_empty()
+    );
+    assert_matrix_error(
+        &alice
+            .client
+            .get(&format!("{UNSTABLE}/delayed_events?status=someday"))
+            .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+
+    // One at a time, by id; another user's stays hidden.
+    let path = format!(
+        "{UNSTABLE}/delayed_events/{}",
+        encode_path_segment(&dropped)
+    );
+    let one = alice.client.get(&path).await;
+    one.assert_ok();
+    assert_eq!(one.body["outcome"], "cancel");
+    assert_matrix_error(&bob.client.get(&path).await, 404, "M_NOT_FOUND");
 }

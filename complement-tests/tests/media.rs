@@ -74,13 +74,14 @@ async fn uploads_download_through_authenticated_and_legacy_endpoints() {
     get(&hs, &media_path("download", &unknown), Some(&alice))
         .await
         .assert_error(404, "M_NOT_FOUND");
+    // Another server's media is fetched from it: one that cannot be reached is a 502.
     let remote = ("elsewhere.example".to_owned(), "abc".to_owned());
     get(&hs, &media_path("download", &remote), Some(&alice))
         .await
-        .assert_error(404, "M_NOT_FOUND");
+        .assert_error(502, "M_UNKNOWN");
     get(&hs, &legacy_path("download", &remote), None)
         .await
-        .assert_error(404, "M_NOT_FOUND");
+        .assert_error(502, "M_UNKNOWN");
 }
 
 #[tokio::test]

@@ -10,8 +10,13 @@
 //!
 //! This service only keeps the schedule. Sending is the caller's job (the homeserver's
 //! scheduler task, which uses the normal append path so the auth rules apply at send time);
-//! it removes an entry only after sending, and sends with a transaction derived from the
+//! it finalises an entry only after sending, and sends with a transaction derived from the
 //! `delay_id`, so a crash in between sends the event once after the restart, not twice.
+//!
+//! A finalised event (sent, cancelled, or failed to send) leaves the schedule and is kept
+//! apart, with its outcome, for the user to look up, as MSC4140 asks: the newest
+//! [`FINALISED_PER_USER`] per user, for at most [`FINALISED_RETENTION`]. Older ones are
+//! pruned in the batch that finalises the next one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +24,9 @@ use std::time::Duration;
 
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
-use ruma::{CanonicalJsonObject, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{
+    CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -43,6 +50,18 @@ const BY_STATE: Table<(OwnedRoomId, String, String, String), ()> =
 /// (user, device, transaction id) -> the delay id it scheduled.
 const TRANSACTIONS: Table<(OwnedUserId, OwnedDeviceId, String), Json<String>> =
     Table::new(&catalogue::DELAYED_EVENT_TRANSACTIONS);
+/// Delay id -> the finalised event.
+const FINALISED: Table<String, Json<FinalisedDelayedEvent>> =
+    Table::new(&catalogue::DELAYED_EVENTS_FINALISED);
+/// (user, finalised at ms, delay id) -> nothing: each user's finalised events, oldest first.
+const FINALISED_BY_USER: Table<(OwnedUserId, u64, String), ()> =
+    Table::new(&catalogue::DELAYED_EVENTS_FINALISED_BY_USER);
+
+/// Most finalised delayed events kept per user (the MSC's recommendation).
+pub const FINALISED_PER_USER: usize = 1000;
+
+/// Longest a finalised delayed event is kept (the MSC's recommendation: 7 days).
+pub const FINALISED_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// What can go wrong with a delayed event.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +82,10 @@ pub enum DelayedEventError {
     /// No scheduled event has this delay id.
     #[error("no delayed event with this id is scheduled")]
     NotFound,
+    /// The event was already finalised with an outcome the action contradicts (sending a
+    /// cancelled event, cancelling a sent one, restarting either).
+    #[error("the delayed event was already finalised: {0}")]
+    AlreadyFinalised(Outcome),
     /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -116,6 +139,106 @@ impl DelayedEvent {
     /// When it is due, in milliseconds since the Unix epoch.
     pub fn due_ms(&self) -> u64 {
         self.running_since_ms.saturating_add(self.delay_ms)
+    }
+}
+
+/// How a delayed event was finalised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It was sent.
+    Send,
+    /// It was cancelled.
+    Cancel,
+    /// Sending it failed, which cancelled it.
+    Error,
+}
+
+impl Outcome {
+    /// The MSC's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Cancel => "cancel",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What finalised a delayed event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A management action (`send`, `cancel`), or another user overwriting the state.
+    Action,
+    /// Its delay ran out.
+    Delay,
+}
+
+impl Reason {
+    /// The MSC's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Action => "action",
+            Self::Delay => "delay",
+        }
+    }
+}
+
+/// The error that kept a delayed event from being sent, as a client would have seen it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendFailure {
+    /// The Matrix error code.
+    pub errcode: String,
+    /// The message.
+    pub error: String,
+}
+
+/// A delayed event that left the schedule, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalisedDelayedEvent {
+    /// The event as it was scheduled.
+    pub event: DelayedEvent,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What ended it.
+    pub reason: Reason,
+    /// The id of the event sent, for [`Outcome::Send`].
+    pub event_id: Option<OwnedEventId>,
+    /// Why sending failed, for [`Outcome::Error`].
+    pub error: Option<SendFailure>,
+    /// When it was finalised, in ms since the epoch.
+    pub finalised_ts: u64,
+}
+
+/// How to finalise a scheduled event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finalisation {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// What caused it.
+    pub reason: Reason,
+    /// The id of the event sent, for [`Outcome::Send`].
+    pub event_id: Option<OwnedEventId>,
+    /// Why sending failed, for [`Outcome::Error`].
+    pub error: Option<SendFailure>,
+}
+
+impl Finalisation {
+    /// Cancelled by `reason`.
+    pub fn cancelled(reason: Reason) -> Self {
+        Self {
+            outcome: Outcome::Cancel,
+            reason,
+            event_id: None,
+            error: None,
+        }
     }
 }
 
@@ -282,7 +405,12 @@ impl DelayedEvents {
     /// Restarts the delay of `delay_id` from `now_ms`; returns the event as rescheduled.
     pub fn restart(&self, delay_id: &str, now_ms: u64) -> Result<DelayedEvent, DelayedEventError> {
         let _guard = self.lock();
-        let mut event = self.get(delay_id)?.ok_or(DelayedEventError::NotFound)?;
+        let Some(mut event) = self.get(delay_id)? else {
+            return Err(match self.finalised(delay_id)? {
+                Some(done) => DelayedEventError::AlreadyFinalised(done.outcome),
+                None => DelayedEventError::NotFound,
+            });
+        };
         let mut batch = WriteBatch::new();
         DUE.delete(&mut batch, &(event.due_ms(), event.delay_id.clone()));
         event.running_since_ms = now_ms;
@@ -292,14 +420,35 @@ impl DelayedEvents {
         Ok(event)
     }
 
-    /// Removes `delay_id` from the schedule (cancelled, or sent); returns what was removed.
-    pub fn remove(&self, delay_id: &str) -> Result<Option<DelayedEvent>, StorageError> {
+    /// Removes `delay_id` from the schedule as `how` at `now_ms`, keeping it as finalised;
+    /// returns what was removed (`None` when it was not scheduled).
+    pub fn finalise(
+        &self,
+        delay_id: &str,
+        how: Finalisation,
+        now_ms: u64,
+    ) -> Result<Option<DelayedEvent>, StorageError> {
         let _guard = self.lock();
         let Some(event) = self.get(delay_id)? else {
             return Ok(None);
         };
         let mut batch = WriteBatch::new();
         delete_indexed(&mut batch, &event);
+        self.prune_finalised(&mut batch, &event.user_id, now_ms)?;
+        let finalised = FinalisedDelayedEvent {
+            event: event.clone(),
+            outcome: how.outcome,
+            reason: how.reason,
+            event_id: how.event_id,
+            error: how.error,
+            finalised_ts: now_ms,
+        };
+        FINALISED.put(&mut batch, &event.delay_id, &Json(finalised));
+        FINALISED_BY_USER.put(
+            &mut batch,
+            &(event.user_id.clone(), now_ms, event.delay_id.clone()),
+            &(),
+        );
         self.store.write(batch)?;
         self.scheduled.fetch_sub(1, Ordering::Relaxed);
         if event.state_key.is_some() {
@@ -309,9 +458,72 @@ impl DelayedEvents {
         Ok(Some(event))
     }
 
-    /// Cancels `delay_id`; returns what was cancelled.
-    pub fn cancel(&self, delay_id: &str) -> Result<DelayedEvent, DelayedEventError> {
-        self.remove(delay_id)?.ok_or(DelayedEventError::NotFound)
+    /// Cancels `delay_id` by a user's action; returns what was cancelled. Cancelling an event
+    /// already cancelled (or failed) succeeds again, so a client may retry; cancelling one
+    /// already sent is [`DelayedEventError::AlreadyFinalised`].
+    pub fn cancel(
+        &self,
+        delay_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<DelayedEvent>, DelayedEventError> {
+        if let Some(event) =
+            self.finalise(delay_id, Finalisation::cancelled(Reason::Action), now_ms)?
+        {
+            return Ok(Some(event));
+        }
+        match self.finalised(delay_id)? {
+            Some(done) if done.outcome == Outcome::Send => {
+                Err(DelayedEventError::AlreadyFinalised(Outcome::Send))
+            }
+            Some(_) => Ok(None),
+            None => Err(DelayedEventError::NotFound),
+        }
+    }
+
+    /// The finalised event `delay_id`, if it is still kept.
+    pub fn finalised(&self, delay_id: &str) -> Result<Option<FinalisedDelayedEvent>, StorageError> {
+        Ok(FINALISED
+            .get(&*self.store, &delay_id.to_owned())?
+            .map(|Json(event)| event))
+    }
+
+    /// The finalised events of `user_id` still kept, the earliest finalised first.
+    pub fn finalised_of_user(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Vec<FinalisedDelayedEvent>, StorageError> {
+        let mut events = Vec::new();
+        for ((_, _, delay_id), ()) in
+            FINALISED_BY_USER.scan_prefix(&*self.store, &(user_id.to_owned(),))?
+        {
+            if let Some(event) = self.finalised(&delay_id)? {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Deletes in `batch` the finalised events of `user_id` past the retention, leaving room
+    /// for one more. The caller holds the write lock.
+    fn prune_finalised(
+        &self,
+        batch: &mut WriteBatch,
+        user_id: &UserId,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        let kept = FINALISED_BY_USER.scan_prefix(&*self.store, &(user_id.to_owned(),))?;
+        let retention = u64::try_from(FINALISED_RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now_ms.saturating_sub(retention);
+        // Oldest first: the excess over the count, and whatever is too old.
+        let excess = (kept.len() + 1).saturating_sub(FINALISED_PER_USER);
+        for (index, ((user, finalised_ts, delay_id), ())) in kept.into_iter().enumerate() {
+            if index >= excess && finalised_ts >= cutoff {
+                break;
+            }
+            FINALISED.delete(batch, &delay_id);
+            FINALISED_BY_USER.delete(batch, &(user, finalised_ts, delay_id));
+        }
+        Ok(())
     }
 
     /// When the next scheduled event is due, in milliseconds since the Unix epoch.
@@ -349,6 +561,7 @@ impl DelayedEvents {
         state_key: &str,
         sender: &UserId,
         stream: u64,
+        now_ms: u64,
     ) -> Result<Vec<DelayedEvent>, StorageError> {
         let prefix = (
             room_id.to_owned(),
@@ -362,7 +575,11 @@ impl DelayedEvents {
                 continue;
             };
             let overwritten = event.user_id != sender && stream > event.after_stream;
-            if overwritten && self.remove(&delay_id)?.is_some() {
+            if overwritten
+                && self
+                    .finalise(&delay_id, Finalisation::cancelled(Reason::Action), now_ms)?
+                    .is_some()
+            {
                 cancelled.push(event);
             }
         }
@@ -433,6 +650,15 @@ mod tests {
 
     const MINUTE_MS: u64 = 60_000;
 
+    fn sent(event_id: &str) -> Finalisation {
+        Finalisation {
+            outcome: Outcome::Send,
+            reason: Reason::Delay,
+            event_id: Some(OwnedEventId::try_from(event_id).unwrap()),
+            error: None,
+        }
+    }
+
     fn service(max_per_user: usize) -> DelayedEvents {
         DelayedEvents::new(
             Arc::new(MemoryStore::new()),
@@ -488,13 +714,27 @@ mod tests {
             vec![sooner.as_str(), later.as_str()]
         );
 
-        assert_eq!(events.remove(&sooner).unwrap().unwrap().delay_id, sooner);
-        assert!(events.remove(&sooner).unwrap().is_none());
+        assert_eq!(
+            events
+                .finalise(&sooner, sent("$sent"), 5000)
+                .unwrap()
+                .unwrap()
+                .delay_id,
+            sooner
+        );
+        assert!(
+            events
+                .finalise(&sooner, sent("$again"), 6000)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(events.next_due_ms().unwrap(), Some(1000 + 2 * MINUTE_MS));
         assert_eq!(events.scheduled_count(), 1);
-        events.cancel(&later).unwrap();
+        events.cancel(&later, 7000).unwrap().unwrap();
+        // A retried cancel succeeds; an unknown id is not found.
+        assert!(events.cancel(&later, 7001).unwrap().is_none());
         assert!(matches!(
-            events.cancel(&later),
+            events.cancel("unknown", 0),
             Err(DelayedEventError::NotFound)
         ));
         assert_eq!(events.next_due_ms().unwrap(), None);
@@ -559,7 +799,7 @@ mod tests {
         assert_eq!(events.schedule(first.clone(), 10).unwrap(), id);
         assert_eq!(events.scheduled_count(), 1);
         // Even once it has been sent or cancelled, a late retry does not schedule it again.
-        events.cancel(&id).unwrap();
+        events.cancel(&id, 15).unwrap();
         assert_eq!(events.schedule(first.clone(), 20).unwrap(), id);
         assert_eq!(events.scheduled_count(), 0);
         let mut other = first;
@@ -587,26 +827,26 @@ mod tests {
         // Alice's own change leaves her delayed events alone.
         assert!(
             events
-                .cancel_overwritten_state(&room, "m.call.member", "k", &alice, 11)
+                .cancel_overwritten_state(&room, "m.call.member", "k", &alice, 11, 100)
                 .unwrap()
                 .is_empty()
         );
         // Another type is another piece of state.
         assert!(
             events
-                .cancel_overwritten_state(&room, "m.room.topic", "k", &bob, 11)
+                .cancel_overwritten_state(&room, "m.room.topic", "k", &bob, 11, 100)
                 .unwrap()
                 .is_empty()
         );
         // A change from before the event was scheduled is one its sender saw.
         assert!(
             events
-                .cancel_overwritten_state(&room, "m.call.member", "k", &bob, 10)
+                .cancel_overwritten_state(&room, "m.call.member", "k", &bob, 10, 100)
                 .unwrap()
                 .is_empty()
         );
         let cancelled = events
-            .cancel_overwritten_state(&room, "m.call.member", "k", &bob, 11)
+            .cancel_overwritten_state(&room, "m.call.member", "k", &bob, 11, 100)
             .unwrap();
         assert_eq!(
             cancelled
@@ -618,7 +858,7 @@ mod tests {
         assert!(events.get(&on_key).unwrap().is_none());
         assert!(events.get(&other_key).unwrap().is_some());
         assert!(events.get(&message).unwrap().is_some());
-        events.cancel(&other_key).unwrap();
+        events.cancel(&other_key, 100).unwrap();
         assert!(!events.has_scheduled_state(), "only a message is left");
     }
 
@@ -649,5 +889,104 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), events.changed())
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn finalised_events_are_kept_with_their_outcome() {
+        let events = service(10);
+        let alice = owned_user_id!("@alice:example.org");
+        let sent_id = events
+            .schedule(new_event(alice.as_str(), None, 5000), 0)
+            .unwrap();
+        let cancelled_id = events
+            .schedule(new_event(alice.as_str(), Some("k"), 5000), 0)
+            .unwrap();
+        let failed_id = events
+            .schedule(new_event(alice.as_str(), None, 5000), 0)
+            .unwrap();
+        events.finalise(&sent_id, sent("$sent"), 100).unwrap();
+        events.cancel(&cancelled_id, 200).unwrap();
+        let failure = Finalisation {
+            outcome: Outcome::Error,
+            reason: Reason::Delay,
+            event_id: None,
+            error: Some(SendFailure {
+                errcode: "M_FORBIDDEN".to_owned(),
+                error: "no power".to_owned(),
+            }),
+        };
+        events.finalise(&failed_id, failure, 300).unwrap();
+        assert!(events.of_user(&alice).unwrap().is_empty());
+        assert!(!events.has_scheduled_state());
+
+        let done = events.finalised_of_user(&alice).unwrap();
+        let summary: Vec<_> = done
+            .iter()
+            .map(|e| (e.event.delay_id.as_str(), e.outcome, e.finalised_ts))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (sent_id.as_str(), Outcome::Send, 100),
+                (cancelled_id.as_str(), Outcome::Cancel, 200),
+                (failed_id.as_str(), Outcome::Error, 300),
+            ]
+        );
+        assert_eq!(done[0].event_id.as_ref().unwrap().as_str(), "$sent");
+        assert_eq!(done[1].reason, Reason::Action);
+        assert_eq!(done[2].error.as_ref().unwrap().errcode, "M_FORBIDDEN");
+        assert_eq!(events.finalised(&sent_id).unwrap().unwrap(), done[0]);
+
+        // Actions that contradict the outcome conflict; repeating it does not.
+        assert!(matches!(
+            events.cancel(&sent_id, 400),
+            Err(DelayedEventError::AlreadyFinalised(Outcome::Send))
+        ));
+        assert!(matches!(
+            events.restart(&cancelled_id, 400),
+            Err(DelayedEventError::AlreadyFinalised(Outcome::Cancel))
+        ));
+        assert!(events.cancel(&failed_id, 400).unwrap().is_none());
+        assert!(
+            events
+                .finalised_of_user(&owned_user_id!("@bob:example.org"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn finalised_events_are_pruned_by_count_and_age() {
+        let events = service(FINALISED_PER_USER + 10);
+        let alice = owned_user_id!("@alice:example.org");
+        let retention = u64::try_from(FINALISED_RETENTION.as_millis()).unwrap();
+        let first = events
+            .schedule(new_event(alice.as_str(), None, 5000), 0)
+            .unwrap();
+        events.finalise(&first, sent("$first"), 1).unwrap();
+        // Finalising another past the retention drops the first.
+        let second = events
+            .schedule(new_event(alice.as_str(), None, 5000), 0)
+            .unwrap();
+        events
+            .finalise(&second, sent("$second"), retention + 2)
+            .unwrap();
+        assert!(events.finalised(&first).unwrap().is_none());
+        assert_eq!(events.finalised_of_user(&alice).unwrap().len(), 1);
+
+        // Past the count, the oldest go first.
+        let now = retention + 10;
+        for n in 0..FINALISED_PER_USER {
+            let id = events
+                .schedule(new_event(alice.as_str(), None, 5000), now)
+                .unwrap();
+            events
+                .finalise(&id, Finalisation::cancelled(Reason::Action), now + n as u64)
+                .unwrap();
+        }
+        let kept = events.finalised_of_user(&alice).unwrap();
+        assert_eq!(kept.len(), FINALISED_PER_USER);
+        assert!(events.finalised(&second).unwrap().is_none());
+        assert_eq!(kept[0].finalised_ts, now);
     }
 }

@@ -153,6 +153,65 @@ impl FederationClient {
         .map_err(|err| FederationError::invalid(destination, err))
     }
 
+    /// Sends `request` to `destination` like [`FederationClient::send`], but returns the
+    /// answer as soon as its headers arrive, whatever its status, with the body left to read:
+    /// for answers the caller streams under its own size and time limits (media).
+    pub async fn send_streaming<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<reqwest::Response, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutgoingAuth,
+    {
+        let target = self.destination(destination).await?;
+        let http_request = into_http(request, &target.base_url)?;
+        self.start(
+            destination,
+            &target,
+            http_request,
+            <R::Authentication as OutgoingAuth>::SIGNED,
+        )
+        .await
+    }
+
+    /// An unsigned `GET` of `path_and_query` (which must start with `/`) on `destination`,
+    /// streamed like [`FederationClient::send_streaming`]: for the few client-server
+    /// endpoints one server asks of another (the legacy media download).
+    pub async fn get_streaming(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+    ) -> Result<reqwest::Response, FederationError> {
+        let target = self.destination(destination).await?;
+        let http_request = http::Request::get(format!("{}{path_and_query}", target.base_url))
+            .body(Vec::new())
+            .map_err(|err| FederationError::BuildRequest(err.to_string()))?;
+        self.start(destination, &target, http_request, false).await
+    }
+
+    async fn start(
+        &self,
+        destination: &ServerName,
+        target: &Destination,
+        mut request: http::Request<Vec<u8>>,
+        signed: bool,
+    ) -> Result<reqwest::Response, FederationError> {
+        let host = HeaderValue::from_str(&target.resolved.host_header)
+            .map_err(|err| FederationError::BuildRequest(err.to_string()))?;
+        request.headers_mut().insert(HOST, host);
+        if signed {
+            signing::sign_request(&self.keys, destination, &mut request)?;
+        }
+        let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
+            .map_err(|err| FederationError::BuildRequest(err.to_string()))?;
+        target.http.execute(request).await.map_err(|err| {
+            self.forget(destination);
+            FederationError::transport(destination, error_chain(&err))
+        })
+    }
+
     async fn execute(
         &self,
         destination: &ServerName,

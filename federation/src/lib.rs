@@ -39,6 +39,7 @@ pub mod inbound;
 pub mod ip;
 pub mod key_fetch;
 mod keys;
+pub mod media;
 pub mod membership;
 mod notary;
 mod openid;
@@ -192,6 +193,14 @@ pub fn routes() -> Router<AppState> {
         .ruma_route::<discover_homeserver::Request, _, _>(well_known::well_known_server)
         .ruma_route::<get_profile_information::v1::Request, _, _>(profile::get_profile)
         .ruma_route::<get_openid_userinfo::v1::Request, _, _>(openid::userinfo)
+        .ruma_route::<ruma::api::federation::authenticated_media::get_content::v1::Request, _, _>(
+            media::download,
+        )
+        .ruma_route::<
+            ruma::api::federation::authenticated_media::get_content_thumbnail::v1::Request,
+            _,
+            _,
+        >(media::thumbnail)
         .merge(inbound::routes())
         .merge(membership::routes())
         .route_layer(axum::middleware::from_fn(signing::verify_layer))

@@ -243,6 +243,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let state = AppState::new(Arc::clone(&config), Arc::clone(&services));
     // Sends delayed events when due, those that fell due while the server was down first.
     tokio::spawn(crate::client::delayed_events::run_scheduler(state.clone()));
+    // Expires cached remote media and lapsed upload reservations.
+    tokio::spawn(crate::client::media::run_cleanup(state.clone()));
     let federation = axon_federation::Federation::new(&config, &services)?;
     // Delivers local events and queued EDUs to other servers, what was queued before a
     // restart first.

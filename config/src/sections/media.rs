@@ -47,6 +47,14 @@ raw_section! {
         url_preview_max_bytes: u64 = 10 * 1024 * 1024;
         /// Seconds a URL preview may take to fetch, redirects included. Must be at least 1.
         url_preview_timeout_secs: u64 = 10;
+        /// Days after which other servers' media cached here is deleted if no one downloaded
+        /// it meanwhile (it is fetched again on the next request, if its server still has
+        /// it). Unset keeps the cache forever. Must be at least 1 when set.
+        remote_cache_max_age_days: Option<u64> = None, example "30";
+        /// Seconds between two runs of the media cleanup, which removes expired cached remote
+        /// media (see `remote_cache_max_age_days`) and media ids reserved for an upload that
+        /// never came. Must be at least 1. The default is one hour.
+        cleanup_interval_secs: u64 = 60 * 60;
     }
 }
 
@@ -78,6 +86,10 @@ pub struct MediaConfig {
     pub url_preview_max_bytes: u64,
     /// Seconds a URL preview may take; at least 1.
     pub url_preview_timeout_secs: u64,
+    /// Days cached remote media is kept after its last download; `None` keeps it forever.
+    pub remote_cache_max_age_days: Option<u64>,
+    /// Seconds between media cleanup runs; at least 1.
+    pub cleanup_interval_secs: u64,
 }
 
 impl MediaConfig {
@@ -89,6 +101,17 @@ impl MediaConfig {
     /// [`MediaConfig::url_preview_timeout_secs`] as a [`Duration`].
     pub fn url_preview_timeout(&self) -> Duration {
         Duration::from_secs(self.url_preview_timeout_secs)
+    }
+
+    /// [`MediaConfig::remote_cache_max_age_days`] as a [`Duration`].
+    pub fn remote_cache_max_age(&self) -> Option<Duration> {
+        self.remote_cache_max_age_days
+            .map(|days| Duration::from_secs(days.saturating_mul(24 * 60 * 60)))
+    }
+
+    /// [`MediaConfig::cleanup_interval_secs`] as a [`Duration`].
+    pub fn cleanup_interval(&self) -> Duration {
+        Duration::from_secs(self.cleanup_interval_secs)
     }
 }
 
@@ -129,8 +152,21 @@ pub(crate) fn validate(raw: RawMedia, issues: &mut Issues) -> MediaConfig {
             raw.url_preview_timeout_secs,
             "a number of seconds of at least 1",
         ),
+        (
+            "media.cleanup_interval_secs",
+            raw.cleanup_interval_secs,
+            "a number of seconds of at least 1",
+        ),
     ] {
         checks::positive(issues, key, value, what);
+    }
+    if let Some(days) = raw.remote_cache_max_age_days {
+        checks::positive(
+            issues,
+            "media.remote_cache_max_age_days",
+            days,
+            "a number of days of at least 1",
+        );
     }
     MediaConfig {
         max_upload_bytes: raw.max_upload_bytes,
@@ -145,11 +181,15 @@ pub(crate) fn validate(raw: RawMedia, issues: &mut Issues) -> MediaConfig {
         url_preview_allow_private: raw.url_preview_allow_private,
         url_preview_max_bytes: raw.url_preview_max_bytes,
         url_preview_timeout_secs: raw.url_preview_timeout_secs,
+        remote_cache_max_age_days: raw.remote_cache_max_age_days,
+        cleanup_interval_secs: raw.cleanup_interval_secs,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::error::Issues;
 
     use super::{RawMedia, validate};
@@ -162,6 +202,34 @@ mod tests {
         assert!(!config.url_previews);
         assert!(!config.url_preview_allow_private);
         assert_eq!(config.user_quota_bytes, None);
+        assert_eq!(
+            config.remote_cache_max_age(),
+            None,
+            "the cache is kept by default"
+        );
+    }
+
+    #[test]
+    fn a_zero_cache_age_is_refused_and_days_convert() {
+        let mut issues = Issues::default();
+        let raw = RawMedia {
+            remote_cache_max_age_days: Some(0),
+            ..RawMedia::default()
+        };
+        validate(raw, &mut issues);
+        assert!(!issues.is_empty());
+
+        let mut issues = Issues::default();
+        let raw = RawMedia {
+            remote_cache_max_age_days: Some(2),
+            ..RawMedia::default()
+        };
+        let config = validate(raw, &mut issues);
+        assert!(issues.is_empty());
+        assert_eq!(
+            config.remote_cache_max_age(),
+            Some(Duration::from_secs(2 * 24 * 60 * 60))
+        );
     }
 
     #[test]

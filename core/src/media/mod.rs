@@ -8,14 +8,20 @@
 //! The order of a write is content first, metadata second: a crash between the two leaves
 //! an unreferenced file (harmless garbage), never a record pointing at nothing.
 //!
-//! Remote media (another server's) is not stored here yet.
+//! Other servers' media is cached in the same content-addressed store, under its own
+//! records keyed by `(server, media id)` ([`remote`]); [`cleanup`] expires that cache and
+//! lapsed reservations.
 
 pub mod backend;
+pub mod cleanup;
+pub mod disposition;
+pub mod remote;
 pub mod thumbnail;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use self::backend::{ContentHash, FsBackend, MediaBackend};
+pub use self::cleanup::CleanupReport;
+pub use self::remote::{RemoteFetchGuard, RemoteMedia, RemoteMediaRecord};
 pub use self::thumbnail::{DecodeLimits, ThumbnailError, ThumbnailMethod, ThumbnailSize};
 use crate::accounts::now_ms;
 use crate::storage::{
@@ -114,8 +122,14 @@ pub struct MediaRecord {
 impl MediaRecord {
     /// The content's hash and size, when uploaded.
     pub fn stored(&self) -> Option<(ContentHash, u64)> {
-        let content = self.content.as_ref()?;
-        Some((ContentHash::from_hex(&content.hash)?, content.size))
+        self.content.as_ref()?.stored()
+    }
+}
+
+impl StoredContent {
+    /// The content's hash and size; `None` when the hash is not valid hex.
+    pub fn stored(&self) -> Option<(ContentHash, u64)> {
+        Some((ContentHash::from_hex(&self.hash)?, self.size))
     }
 }
 
@@ -146,6 +160,19 @@ pub struct Thumbnail {
     pub content: Vec<u8>,
     /// Its MIME type.
     pub content_type: String,
+}
+
+/// What a thumbnail request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThumbnailRequest {
+    /// The width asked for.
+    pub width: u32,
+    /// The height asked for.
+    pub height: u32,
+    /// How the image fits the box.
+    pub method: ThumbnailMethod,
+    /// Whether an animated image may be served as it is.
+    pub animated: bool,
 }
 
 /// A new piece of media.
@@ -227,6 +254,9 @@ pub struct Media {
     bytes_stored: AtomicU64,
     /// Bumped whenever a reserved id receives its content, for downloads waiting on it.
     uploads: watch::Sender<u64>,
+    /// One lock per remote media item being fetched, so concurrent downloads of it make one
+    /// request (see [`Media::lock_remote`]).
+    remote_fetches: remote::FetchLocks,
 }
 
 impl fmt::Debug for Media {
@@ -261,6 +291,7 @@ impl Media {
             write_lock: Mutex::new(()),
             bytes_stored: AtomicU64::new(bytes),
             uploads: watch::Sender::new(0),
+            remote_fetches: remote::FetchLocks::default(),
         })
     }
 
@@ -320,7 +351,12 @@ impl Media {
         let mut live = 0u64;
         for ((user, id), expires) in PENDING.scan_prefix(&*self.store, &(uploader.to_owned(),))? {
             if expires <= now {
-                // Lapsed reservations stop counting; their records stay as not found.
+                // Lapsed reservations stop counting, and their content-less records go.
+                if let Some(Json(record)) = MEDIA.get(&*self.store, &id)?
+                    && record.content.is_none()
+                {
+                    MEDIA.delete(&mut batch, &id);
+                }
                 PENDING.delete(&mut batch, &(user, id));
             } else {
                 live += 1;
@@ -400,6 +436,7 @@ impl Media {
         self.backend.put(&hash, media.content)?;
 
         let _guard = self.lock();
+        self.ensure_content(&hash, media.content)?;
         let mut batch = WriteBatch::new();
         if let Some(reserved) = reserved {
             let current = MEDIA
@@ -470,6 +507,65 @@ impl Media {
         Ok(new)
     }
 
+    /// Writes `content` again if its file is gone while no record references it: the cleanup
+    /// may have removed it between this writer's first `put` (a no-op, the file was there)
+    /// and its taking the lock. The caller holds the write lock, as the cleanup does when it
+    /// removes files, so the file then stays until the reference is written.
+    fn ensure_content(&self, hash: &ContentHash, content: &[u8]) -> Result<(), MediaError> {
+        if !BLOBS.contains(&*self.store, &hash.as_bytes().to_vec())?
+            && !self.backend.exists(hash)?
+        {
+            self.backend.put(hash, content)?;
+        }
+        Ok(())
+    }
+
+    /// Drops one reference to each blob in `hashes` (a hash listed twice loses two) in
+    /// `batch`; returns the blobs left unreferenced, whose rows the batch deletes and whose
+    /// files the caller removes after writing it. The caller holds the write lock.
+    fn release_blob_refs(
+        &self,
+        batch: &mut WriteBatch,
+        hashes: &[ContentHash],
+    ) -> Result<Vec<(ContentHash, u64)>, MediaError> {
+        let mut counts: HashMap<ContentHash, u64> = HashMap::new();
+        for hash in hashes {
+            *counts.entry(*hash).or_default() += 1;
+        }
+        let mut freed = Vec::new();
+        for (hash, drop_count) in counts {
+            let key = hash.as_bytes().to_vec();
+            let Some(Json(blob)) = BLOBS.get(&*self.store, &key)? else {
+                continue;
+            };
+            let refs = blob.refs.saturating_sub(drop_count);
+            if refs == 0 {
+                BLOBS.delete(batch, &key);
+                freed.push((hash, blob.size));
+            } else {
+                BLOBS.put(batch, &key, &Json(BlobRecord { refs, ..blob }));
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Removes the files of `freed` blobs (after the batch that released them was written),
+    /// unless a writer referenced the same content again meanwhile. The caller holds the
+    /// write lock.
+    fn remove_freed(&self, freed: &[(ContentHash, u64)]) -> Result<(), MediaError> {
+        for (hash, size) in freed {
+            if BLOBS.contains(&*self.store, &hash.as_bytes().to_vec())? {
+                continue;
+            }
+            self.backend.delete(hash)?;
+            self.bytes_stored.fetch_sub(
+                (*size).min(self.bytes_stored.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(())
+    }
+
     /// The record of a media item with content: `NotFound` for unknown or lapsed ids,
     /// `NotYetUploaded` for reserved ids still waiting for their content.
     pub fn get(&self, media_id: &str) -> Result<MediaRecord, MediaError> {
@@ -494,7 +590,12 @@ impl Media {
 
     /// The whole content of `record`.
     pub fn read(&self, record: &MediaRecord) -> Result<Vec<u8>, MediaError> {
-        let (hash, _) = record.stored().ok_or(MediaError::NotFound)?;
+        self.read_content(record.content.as_ref().ok_or(MediaError::NotFound)?)
+    }
+
+    /// The whole of `content` (of a local or a cached remote item).
+    pub fn read_content(&self, content: &StoredContent) -> Result<Vec<u8>, MediaError> {
+        let (hash, _) = content.stored().ok_or(MediaError::NotFound)?;
         self.backend
             .get(&hash)?
             .ok_or(MediaError::MissingContent(hash))
@@ -507,7 +608,21 @@ impl Media {
         start: u64,
         len: u64,
     ) -> Result<Vec<u8>, MediaError> {
-        let (hash, _) = record.stored().ok_or(MediaError::NotFound)?;
+        self.read_content_range(
+            record.content.as_ref().ok_or(MediaError::NotFound)?,
+            start,
+            len,
+        )
+    }
+
+    /// `len` bytes of `content` from `start` (fewer at its end).
+    pub fn read_content_range(
+        &self,
+        content: &StoredContent,
+        start: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, MediaError> {
+        let (hash, _) = content.stored().ok_or(MediaError::NotFound)?;
         self.backend
             .range(&hash, start, len)?
             .ok_or(MediaError::MissingContent(hash))
@@ -540,15 +655,41 @@ impl Media {
         method: ThumbnailMethod,
         animated: bool,
     ) -> Result<Thumbnail, MediaError> {
-        let (_, original_size) = record.stored().ok_or(MediaError::NotFound)?;
+        let content = record.content.as_ref().ok_or(MediaError::NotFound)?;
+        let request = ThumbnailRequest {
+            width,
+            height,
+            method,
+            animated,
+        };
+        self.thumbnail_for(media_id, content, record.content_type.as_deref(), request)
+    }
+
+    /// A thumbnail of `content` (of type `content_type`), cached under `cache_key`: the
+    /// media id for local media, [`remote::cache_key`] for cached remote media.
+    ///
+    /// CPU-heavy on a cache miss: call it on a blocking thread.
+    pub fn thumbnail_for(
+        &self,
+        cache_key: &str,
+        content: &StoredContent,
+        content_type: Option<&str>,
+        request: ThumbnailRequest,
+    ) -> Result<Thumbnail, MediaError> {
+        let ThumbnailRequest {
+            width,
+            height,
+            method,
+            animated,
+        } = request;
+        let (_, original_size) = content.stored().ok_or(MediaError::NotFound)?;
         let limits = self.settings.decode_limits;
         if animated && original_size <= self.settings.animated_max_bytes {
-            let original = self.read(record)?;
+            let original = self.read_content(content)?;
             if thumbnail::is_animated(&original, limits) {
-                let content_type = record
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| "application/octet-stream".to_owned());
+                let content_type = content_type
+                    .unwrap_or("application/octet-stream")
+                    .to_owned();
                 return Ok(Thumbnail {
                     content: original,
                     content_type,
@@ -557,7 +698,7 @@ impl Media {
         }
         let size = thumbnail::choose_size(width, height, method);
         let key = (
-            media_id.to_owned(),
+            cache_key.to_owned(),
             size.width,
             size.height,
             size.method.as_str().to_owned(),
@@ -571,12 +712,13 @@ impl Media {
                 content_type: cached.content_type,
             });
         }
-        let original = self.read(record)?;
+        let original = self.read_content(content)?;
         let generated = thumbnail::generate(&original, size, limits)?;
         let hash = ContentHash::of(&generated.content);
         let thumb_size = u64::try_from(generated.content.len()).unwrap_or(u64::MAX);
         self.backend.put(&hash, &generated.content)?;
         let _guard = self.lock();
+        self.ensure_content(&hash, &generated.content)?;
         if !THUMBNAILS.contains(&*self.store, &key)? {
             let mut batch = WriteBatch::new();
             THUMBNAILS.put(

@@ -1,5 +1,6 @@
 //! The media repository over an in-memory store and a temporary directory.
 
+use std::future::Future as _;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -266,4 +267,230 @@ fn media_ids_are_checked_against_the_grammar() {
     assert!(!is_valid_media_id(""));
     assert!(!is_valid_media_id("../etc"));
     assert!(!is_valid_media_id("a b"));
+}
+
+fn remote_media(content: &[u8]) -> RemoteMedia<'_> {
+    RemoteMedia {
+        content,
+        content_type: Some("image/png"),
+        filename: Some("remote.png"),
+    }
+}
+
+#[test]
+fn remote_media_is_cached_and_shares_blobs_with_local_media() {
+    let f = fixture(MediaSettings::default());
+    let server = owned_server_name!("remote.test");
+    assert_eq!(f.media.remote(&server, "abc").unwrap(), None);
+    let bytes = png(40, 20);
+    let record = f
+        .media
+        .store_remote(&server, "abc", remote_media(&bytes))
+        .unwrap();
+    assert_eq!(record.filename.as_deref(), Some("remote.png"));
+    assert_eq!(
+        f.media.remote(&server, "abc").unwrap(),
+        Some(record.clone())
+    );
+    let content = record.content.as_ref().unwrap();
+    assert_eq!(f.media.read_content(content).unwrap(), bytes);
+    // Storing it again (a second fetch) keeps the first record.
+    let again = f
+        .media
+        .store_remote(&server, "abc", remote_media(b"other"))
+        .unwrap();
+    assert_eq!(again, record);
+    // The same bytes uploaded here are one blob.
+    let stored = f.media.bytes_stored();
+    let user = alice();
+    f.media.upload(new_media(&user, &bytes)).unwrap();
+    assert_eq!(f.media.bytes_stored(), stored);
+    // Local and remote ids live apart.
+    assert!(matches!(f.media.get("abc"), Err(MediaError::NotFound)));
+}
+
+#[test]
+fn remote_media_over_the_size_limit_is_refused() {
+    let f = fixture(MediaSettings {
+        max_upload_bytes: 4,
+        ..MediaSettings::default()
+    });
+    let server = owned_server_name!("remote.test");
+    assert!(matches!(
+        f.media.store_remote(&server, "big", remote_media(b"12345")),
+        Err(MediaError::TooLarge { .. })
+    ));
+    assert_eq!(f.media.remote(&server, "big").unwrap(), None);
+}
+
+#[test]
+fn stale_remote_media_goes_with_its_thumbnails_and_files() {
+    let f = fixture(MediaSettings::default());
+    let server = owned_server_name!("remote.test");
+    let bytes = png(400, 200);
+    let record = f
+        .media
+        .store_remote(&server, "old", remote_media(&bytes))
+        .unwrap();
+    let content = record.content.clone().unwrap();
+    let request = ThumbnailRequest {
+        width: 32,
+        height: 32,
+        method: ThumbnailMethod::Crop,
+        animated: false,
+    };
+    let key = remote::cache_key(&server, "old");
+    f.media
+        .thumbnail_for(&key, &content, Some("image/png"), request)
+        .unwrap();
+    assert!(
+        f.media
+            .cached_remote_thumbnail(&server, "old", 32, 32, ThumbnailMethod::Crop)
+            .unwrap()
+            .is_some()
+    );
+    assert!(f.media.bytes_stored() > content.size);
+
+    // Accessed at the cutoff is not older than it.
+    let kept = f
+        .media
+        .remove_stale_remote(record.last_access_ts, 10)
+        .unwrap();
+    assert_eq!(kept.remote_removed, 0);
+
+    let report = f
+        .media
+        .remove_stale_remote(record.last_access_ts + 1, 10)
+        .unwrap();
+    assert_eq!(report.remote_removed, 1);
+    assert!(report.bytes_freed > content.size);
+    assert_eq!(f.media.remote(&server, "old").unwrap(), None);
+    assert!(
+        f.media
+            .cached_remote_thumbnail(&server, "old", 32, 32, ThumbnailMethod::Crop)
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        f.media.read_content(&content),
+        Err(MediaError::MissingContent(_))
+    ));
+    assert_eq!(f.media.bytes_stored(), 0);
+    // Cached again, it is fetched and stored anew.
+    f.media
+        .store_remote(&server, "old", remote_media(&bytes))
+        .unwrap();
+    assert_eq!(f.media.read_content(&content).unwrap(), bytes);
+}
+
+#[test]
+fn removing_remote_media_keeps_content_local_media_shares() {
+    let f = fixture(MediaSettings::default());
+    let server = owned_server_name!("remote.test");
+    let user = alice();
+    let id = f.media.upload(new_media(&user, b"shared bytes")).unwrap();
+    let record = f
+        .media
+        .store_remote(&server, "twin", remote_media(b"shared bytes"))
+        .unwrap();
+    let report = f
+        .media
+        .remove_stale_remote(record.last_access_ts + 1, 10)
+        .unwrap();
+    assert_eq!(report.remote_removed, 1);
+    assert_eq!(report.bytes_freed, 0);
+    let local = f.media.get(&id).unwrap();
+    assert_eq!(f.media.read(&local).unwrap(), b"shared bytes");
+}
+
+#[test]
+fn fetched_thumbnails_are_filed_under_the_standard_size() {
+    let f = fixture(MediaSettings::default());
+    let server = owned_server_name!("remote.test");
+    let fetched = Thumbnail {
+        content: png(96, 96),
+        content_type: "image/png".to_owned(),
+    };
+    f.media
+        .store_remote_thumbnail(&server, "thumbed", 50, 50, ThumbnailMethod::Crop, &fetched)
+        .unwrap();
+    // 40x40 and 50x50 crops both map to the 96x96 crop.
+    let cached = f
+        .media
+        .cached_remote_thumbnail(&server, "thumbed", 40, 40, ThumbnailMethod::Crop)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cached, fetched);
+    assert!(
+        f.media
+            .cached_remote_thumbnail(&server, "thumbed", 40, 40, ThumbnailMethod::Scale)
+            .unwrap()
+            .is_none()
+    );
+    // The original is not cached, but the record the cleanup finds the thumbnail by is.
+    let record = f.media.remote(&server, "thumbed").unwrap().unwrap();
+    assert_eq!(record.content, None);
+    let report = f
+        .media
+        .remove_stale_remote(record.last_access_ts + 1, 10)
+        .unwrap();
+    assert_eq!(report.remote_removed, 1);
+    assert!(
+        f.media
+            .cached_remote_thumbnail(&server, "thumbed", 40, 40, ThumbnailMethod::Crop)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(f.media.bytes_stored(), 0);
+}
+
+#[test]
+fn lapsed_reservations_are_removed() {
+    let f = fixture(MediaSettings::default());
+    let user = alice();
+    let (lapsing, expires) = f.media.reserve(&user).unwrap();
+    let report = f.media.remove_lapsed_reservations(expires - 1, 10).unwrap();
+    assert_eq!(report.reservations_removed, 0);
+    assert!(matches!(
+        f.media.get(&lapsing),
+        Err(MediaError::NotYetUploaded)
+    ));
+    let report = f.media.remove_lapsed_reservations(expires, 10).unwrap();
+    assert_eq!(report.reservations_removed, 1);
+    assert!(matches!(f.media.get(&lapsing), Err(MediaError::NotFound)));
+    assert!(matches!(
+        f.media.upload_reserved(&lapsing, new_media(&user, b"late")),
+        Err(MediaError::NotFound)
+    ));
+    // An uploaded reservation is not touched.
+    let (kept, expires) = f.media.reserve(&user).unwrap();
+    f.media
+        .upload_reserved(&kept, new_media(&user, b"on time"))
+        .unwrap();
+    let report = f.media.remove_lapsed_reservations(expires + 1, 10).unwrap();
+    assert_eq!(report.reservations_removed, 0);
+    assert!(f.media.get(&kept).is_ok());
+}
+
+#[test]
+fn one_fetch_of_a_remote_item_at_a_time() {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    let f = fixture(MediaSettings::default());
+    let server = owned_server_name!("remote.test");
+    let mut cx = Context::from_waker(Waker::noop());
+    let first = match pin!(f.media.lock_remote(&server, "item")).poll(&mut cx) {
+        Poll::Ready(guard) => guard,
+        Poll::Pending => panic!("the first fetch must not wait"),
+    };
+    {
+        let mut second = pin!(f.media.lock_remote(&server, "item"));
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        // Another item is not held up.
+        let mut other = pin!(f.media.lock_remote(&server, "other"));
+        assert!(other.as_mut().poll(&mut cx).is_ready());
+        drop(first);
+        assert!(second.as_mut().poll(&mut cx).is_ready());
+    }
 }

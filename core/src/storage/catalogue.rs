@@ -217,6 +217,18 @@ column_families! {
     /// The last device list `stream_id` received from a remote user's server: user id ->
     /// stream id, to notice gaps in `m.device_list_update` chains.
     FEDERATION_REMOTE_DEVICE_STREAMS = ("federation_remote_device_streams", PointLookup);
+    /// Other servers' media cached here: (server name, media id) -> content hash, type, file
+    /// name, size, when fetched and last served.
+    MEDIA_REMOTE = ("media_remote", PointLookup);
+    /// Cached remote media by last access, for the cache's expiry: (last access in ms, server
+    /// name, media id) -> nothing.
+    MEDIA_REMOTE_BY_ACCESS = ("media_remote_by_access", Ordered);
+    /// Finalised (sent, cancelled or failed) delayed events: delay id -> the event and its
+    /// outcome, kept for a while for the user to look up.
+    DELAYED_EVENTS_FINALISED = ("delayed_events_finalised", PointLookup);
+    /// Finalised delayed events by user, oldest first: (user id, finalised at ms, delay id) ->
+    /// nothing.
+    DELAYED_EVENTS_FINALISED_BY_USER = ("delayed_events_finalised_by_user", Ordered);
 }
 
 /// The column family called `name`, if the catalogue has one.

@@ -7,12 +7,21 @@
 //! wants), under a transaction keyed by its delay id, so sending it twice (the scheduler and a
 //! `send` action racing, or a crash between the append and the removal from the schedule)
 //! still appends it once.
+//!
+//! Finalised events (sent, cancelled, failed) stay queryable: by id, and in the listing with
+//! `status=finalised`. Without a `status`, the listing shows the scheduled events only, as
+//! this unstable endpoint always did and clients of it expect. A management action repeated
+//! on a finalised event succeeds when it matches the outcome and is a 409 when it contradicts
+//! it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse, RumaRouterExt};
 use axon_core::accounts::AuthenticatedUser;
-use axon_core::delayed_events::{DelayedEvent, DelayedEventError, NewDelayedEvent};
+use axon_core::delayed_events::{
+    DelayedEvent, DelayedEventError, Finalisation, FinalisedDelayedEvent, NewDelayedEvent, Outcome,
+    Reason, SendFailure,
+};
 use axon_core::rooms::graph::{NewEvent, StreamPosition};
 use axon_core::rooms::transactions::Transaction;
 use axum::extract::{FromRequestParts, Query, State};
@@ -32,7 +41,7 @@ use ruma::{
     CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedRoomId, UInt,
 };
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::rooms::{append, blocking, canonical_content};
 
@@ -40,8 +49,9 @@ use super::rooms::{append, blocking, canonical_content};
 const DELAY_PARAM: &str = "org.matrix.msc4140.delay";
 
 /// The device under which delayed events are sent. It is no real device, so the transaction
-/// mapping that makes sending idempotent never shows up as a client's `transaction_id`.
-const SENDING_DEVICE: &str = "org.matrix.msc4140.delayed_events";
+/// mapping that makes sending idempotent never shows up as a client's `transaction_id`; its
+/// transaction id is the delay id, which the sender sees in the event's `unsigned`.
+pub(crate) const SENDING_DEVICE: &str = "org.matrix.msc4140.delayed_events";
 
 /// How many due events the scheduler sends before it looks at the clock again.
 const DUE_BATCH: usize = 32;
@@ -173,7 +183,109 @@ fn schedule_error(error: DelayedEventError) -> Response {
 fn delayed_error(error: DelayedEventError) -> ApiError {
     match error {
         DelayedEventError::NotFound => ApiError::not_found("No delayed event with this id"),
+        DelayedEventError::AlreadyFinalised(outcome) => ApiError::with_status(
+            StatusCode::CONFLICT,
+            ruma::api::error::ErrorKind::Unknown,
+            format!(
+                "The delayed event was already finalised (outcome: {outcome}) and cannot be \
+                 changed"
+            ),
+        ),
         other => ApiError::internal(other),
+    }
+}
+
+/// The filters of the listing (MSC4140's query parameters).
+#[derive(Debug, Default)]
+pub(crate) struct ListFilter {
+    status: Option<Status>,
+    outcome: Option<Outcome>,
+    reason: Option<Reason>,
+    room_id: Option<String>,
+    event_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Scheduled,
+    Finalised,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    outcome: Option<String>,
+    reason: Option<String>,
+    room_id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListFilter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Ok(Query(query)) = Query::<ListQuery>::try_from_uri(&parts.uri) else {
+            return Err(ApiError::invalid_param("the query string is not a form"));
+        };
+        let invalid = |name: &str, value: &str| {
+            ApiError::invalid_param(format!("unsupported {name}: {value:?}"))
+        };
+        let status = match query.status.as_deref() {
+            None => None,
+            Some("scheduled") => Some(Status::Scheduled),
+            Some("finalised") => Some(Status::Finalised),
+            Some(other) => return Err(invalid("status", other)),
+        };
+        let outcome = match query.outcome.as_deref() {
+            None => None,
+            Some("send") => Some(Outcome::Send),
+            Some("cancel") => Some(Outcome::Cancel),
+            Some("error") => Some(Outcome::Error),
+            Some(other) => return Err(invalid("outcome", other)),
+        };
+        let reason = match query.reason.as_deref() {
+            None => None,
+            Some("action") => Some(Reason::Action),
+            Some("delay") => Some(Reason::Delay),
+            Some(other) => return Err(invalid("reason", other)),
+        };
+        Ok(Self {
+            status,
+            outcome,
+            reason,
+            room_id: query.room_id,
+            event_type: query.event_type,
+        })
+    }
+}
+
+impl ListFilter {
+    /// Whether finalised events are listed: when asked for by status, or implied by an
+    /// outcome or reason filter.
+    fn finalised(&self) -> bool {
+        self.status == Some(Status::Finalised)
+            || (self.status.is_none() && (self.outcome.is_some() || self.reason.is_some()))
+    }
+
+    fn scheduled(&self) -> bool {
+        !self.finalised()
+    }
+
+    fn keeps(&self, event: &DelayedEvent) -> bool {
+        self.room_id
+            .as_deref()
+            .is_none_or(|room| room == event.room_id.as_str())
+            && self
+                .event_type
+                .as_deref()
+                .is_none_or(|kind| kind == event.event_type)
+    }
+
+    fn keeps_finalised(&self, done: &FinalisedDelayedEvent) -> bool {
+        self.keeps(&done.event)
+            && self.outcome.is_none_or(|outcome| outcome == done.outcome)
+            && self.reason.is_none_or(|reason| reason == done.reason)
     }
 }
 
@@ -197,42 +309,71 @@ async fn schedule(
 
 /// # `GET /_matrix/client/unstable/org.matrix.msc4140/delayed_events`
 ///
-/// The user's scheduled events, the next due first. Events leave the schedule when they are
-/// sent or cancelled, so only scheduled ones are listed.
+/// The user's scheduled events, the next due first; with `status=finalised` (or an `outcome`
+/// or `reason` filter) their finalised events still kept, the earliest finalised first.
+/// `room_id` and `type` filter either list.
 async fn list(
     State(state): State<AppState>,
+    filter: ListFilter,
     request: Ruma<get_all_delayed_events::unstable::Request>,
-) -> ApiResult<RumaResponse<get_all_delayed_events::unstable::Response>> {
+) -> ApiResult<Response> {
     let user_id = request.identity.user_id;
-    let events = blocking(&state, move |services| {
-        services
-            .delayed_events
-            .of_user(&user_id)
-            .map_err(ApiError::internal)
+    let finalised = filter.finalised();
+    let (scheduled, done) = blocking(&state, move |services| {
+        let events = &services.delayed_events;
+        let scheduled = if finalised {
+            Vec::new()
+        } else {
+            events.of_user(&user_id).map_err(ApiError::internal)?
+        };
+        let done = if finalised {
+            events
+                .finalised_of_user(&user_id)
+                .map_err(ApiError::internal)?
+        } else {
+            Vec::new()
+        };
+        Ok((scheduled, done))
     })
     .await?;
-    let data = events.iter().map(event_data).collect::<ApiResult<_>>()?;
-    Ok(get_all_delayed_events::unstable::Response::new(data).into())
+    let mut listed = Vec::new();
+    if filter.scheduled() {
+        for event in scheduled.iter().filter(|event| filter.keeps(event)) {
+            listed.push(event_json(event)?);
+        }
+    }
+    for done in done.iter().filter(|done| filter.keeps_finalised(done)) {
+        listed.push(finalised_json(done)?);
+    }
+    Ok(Json(json!({ "delayed_events": listed })).into_response())
 }
 
 /// # `GET /_matrix/client/unstable/org.matrix.msc4140/delayed_events/{delayId}`
+///
+/// A scheduled event, or a finalised one still kept.
 async fn get(
     State(state): State<AppState>,
     request: Ruma<get_delayed_event::unstable::Request>,
-) -> ApiResult<RumaResponse<get_delayed_event::unstable::Response>> {
+) -> ApiResult<Response> {
     let user_id = request.identity.user_id;
     let delay_id = request.body.delay_id;
-    let event = blocking(&state, move |services| {
-        services
-            .delayed_events
-            .get(&delay_id)
-            .map_err(ApiError::internal)
+    let (scheduled, done) = blocking(&state, move |services| {
+        let events = &services.delayed_events;
+        let scheduled = events.get(&delay_id).map_err(ApiError::internal)?;
+        let done = match scheduled {
+            Some(_) => None,
+            None => events.finalised(&delay_id).map_err(ApiError::internal)?,
+        };
+        Ok((scheduled, done))
     })
-    .await?
+    .await?;
     // Another user's event is as unknown as a missing one.
-    .filter(|event| event.user_id == user_id)
-    .ok_or_else(|| delayed_error(DelayedEventError::NotFound))?;
-    Ok(get_delayed_event::unstable::Response::new(event_data(&event)?).into())
+    let data = match (scheduled, done) {
+        (Some(event), _) if event.user_id == user_id => event_json(&event)?,
+        (None, Some(done)) if done.event.user_id == user_id => finalised_json(&done)?,
+        _ => return Err(delayed_error(DelayedEventError::NotFound)),
+    };
+    Ok(Json(data).into_response())
 }
 
 /// # `POST /_matrix/client/unstable/org.matrix.msc4140/delayed_events/{delayId}`
@@ -248,13 +389,16 @@ async fn update_with_body(
     let owner = {
         let delay_id = delay_id.clone();
         blocking(&state, move |services| {
-            services
-                .delayed_events
-                .get(&delay_id)
-                .map_err(ApiError::internal)
+            let events = &services.delayed_events;
+            Ok(match events.get(&delay_id).map_err(ApiError::internal)? {
+                Some(event) => Some(event.user_id),
+                None => events
+                    .finalised(&delay_id)
+                    .map_err(ApiError::internal)?
+                    .map(|done| done.event.user_id),
+            })
         })
         .await?
-        .map(|event| event.user_id)
     };
     if owner.as_deref() != Some(&*user_id) {
         return Err(delayed_error(DelayedEventError::NotFound));
@@ -285,23 +429,33 @@ async fn apply(state: &AppState, delay_id: String, action: UpdateAction) -> ApiR
         .map(drop)
         .map_err(delayed_error),
         UpdateAction::Cancel => blocking(state, move |services| {
-            Ok(services.delayed_events.cancel(&delay_id))
+            Ok(services.delayed_events.cancel(&delay_id, now_ms()))
         })
         .await?
         .map(drop)
         .map_err(delayed_error),
         UpdateAction::Send => {
-            let event = blocking(state, move |services| {
-                services
-                    .delayed_events
-                    .get(&delay_id)
-                    .map_err(ApiError::internal)
+            let (scheduled, done) = blocking(state, move |services| {
+                let events = &services.delayed_events;
+                let scheduled = events.get(&delay_id).map_err(ApiError::internal)?;
+                let done = match scheduled {
+                    Some(_) => None,
+                    None => events.finalised(&delay_id).map_err(ApiError::internal)?,
+                };
+                Ok((scheduled, done))
             })
-            .await?
-            .ok_or_else(|| delayed_error(DelayedEventError::NotFound))?;
-            // On failure the event stays scheduled: the cause (a missing permission) may be
-            // gone by its due time, and the client may retry the action until then.
-            send(state, event).await.map(drop)
+            .await?;
+            match (scheduled, done) {
+                // On failure the event stays scheduled: the cause (a missing permission) may
+                // be gone by its due time, and the client may retry the action until then.
+                (Some(event), _) => send(state, event, Reason::Action).await.map(drop),
+                // A retry of a send that went through.
+                (None, Some(done)) if done.outcome == Outcome::Send => Ok(()),
+                (None, Some(done)) => Err(delayed_error(DelayedEventError::AlreadyFinalised(
+                    done.outcome,
+                ))),
+                (None, None) => Err(delayed_error(DelayedEventError::NotFound)),
+            }
         }
         other => Err(ApiError::invalid_param(format!(
             "unknown action {:?}: expected restart, cancel or send",
@@ -310,8 +464,8 @@ async fn apply(state: &AppState, delay_id: String, action: UpdateAction) -> ApiR
     }
 }
 
-/// Appends `event` to its room, then removes it from the schedule.
-async fn send(state: &AppState, event: DelayedEvent) -> ApiResult<OwnedEventId> {
+/// Appends `event` to its room, then finalises it as sent (for `reason`).
+async fn send(state: &AppState, event: DelayedEvent, reason: Reason) -> ApiResult<OwnedEventId> {
     let delay_id = event.delay_id.clone();
     let transaction = Transaction {
         user_id: event.user_id.clone(),
@@ -334,15 +488,21 @@ async fn send(state: &AppState, event: DelayedEvent) -> ApiResult<OwnedEventId> 
         ),
     };
     let event_id = append(state, new_event, Some(transaction)).await?;
-    remove(state, delay_id).await?;
+    let how = Finalisation {
+        outcome: Outcome::Send,
+        reason,
+        event_id: Some(event_id.clone()),
+        error: None,
+    };
+    finalise(state, delay_id, how).await?;
     Ok(event_id)
 }
 
-async fn remove(state: &AppState, delay_id: String) -> ApiResult<()> {
+async fn finalise(state: &AppState, delay_id: String, how: Finalisation) -> ApiResult<()> {
     blocking(state, move |services| {
         services
             .delayed_events
-            .remove(&delay_id)
+            .finalise(&delay_id, how, now_ms())
             .map(drop)
             .map_err(ApiError::internal)
     })
@@ -423,18 +583,32 @@ async fn send_due(state: &AppState) -> Result<Option<u64>, ApiError> {
         for event in due {
             let delay_id = event.delay_id.clone();
             let room_id = event.room_id.clone();
-            match send(state, event).await {
+            match send(state, event, Reason::Delay).await {
                 Ok(event_id) => {
                     tracing::debug!(%delay_id, %room_id, %event_id, "delayed event sent");
                 }
                 Err(error) => {
-                    // The MSC keeps failed events for the client to look up; this schedule
-                    // keeps only pending ones, so the failure is logged and the event dropped.
-                    tracing::warn!(
+                    // Not retried (the MSC): kept as failed, with the error, for the client.
+                    tracing::info!(
                         %delay_id, %room_id, error = %error.message(),
-                        "delayed event could not be sent; dropping it"
+                        "delayed event could not be sent"
                     );
-                    remove(state, delay_id).await?;
+                    let errcode = error
+                        .body()
+                        .get("errcode")
+                        .and_then(Value::as_str)
+                        .unwrap_or("M_UNKNOWN")
+                        .to_owned();
+                    let how = Finalisation {
+                        outcome: Outcome::Error,
+                        reason: Reason::Delay,
+                        event_id: None,
+                        error: Some(SendFailure {
+                            errcode,
+                            error: error.message().to_owned(),
+                        }),
+                    };
+                    finalise(state, delay_id, how).await?;
                 }
             }
         }
@@ -481,6 +655,7 @@ async fn cancel_overwritten(
                         state_key,
                         pdu.sender(),
                         position.0,
+                        now_ms(),
                     )
                     .map_err(ApiError::internal)?;
                 for event in cancelled {
@@ -498,7 +673,40 @@ async fn cancel_overwritten(
     .await
 }
 
-/// `event` as the MSC's `GET` endpoints show it.
+/// A scheduled `event` as the MSC's `GET` endpoints show it.
+fn event_json(event: &DelayedEvent) -> ApiResult<Value> {
+    serde_json::to_value(event_data(event)?).map_err(ApiError::internal)
+}
+
+/// A finalised event as the MSC's `GET` endpoints show it: the scheduled fields, plus
+/// `event_id` when sent, `error` when sending failed, and when it was finalised
+/// (`origin_server_ts` in the MSC's current text, `finalised_ts` in its earlier one), with its
+/// `outcome` and `reason`.
+fn finalised_json(done: &FinalisedDelayedEvent) -> ApiResult<Value> {
+    let mut value = event_json(&done.event)?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(ApiError::internal("a delayed event is not a JSON object"));
+    };
+    if let Some(event_id) = &done.event_id {
+        object.insert("event_id".to_owned(), Value::from(event_id.as_str()));
+    }
+    if let Some(error) = &done.error {
+        object.insert(
+            "error".to_owned(),
+            json!({ "errcode": error.errcode, "error": error.error }),
+        );
+    }
+    object.insert(
+        "origin_server_ts".to_owned(),
+        Value::from(done.finalised_ts),
+    );
+    object.insert("finalised_ts".to_owned(), Value::from(done.finalised_ts));
+    object.insert("outcome".to_owned(), Value::from(done.outcome.as_str()));
+    object.insert("reason".to_owned(), Value::from(done.reason.as_str()));
+    Ok(value)
+}
+
+/// `event` as ruma's type for the MSC's `GET` endpoints.
 fn event_data(event: &DelayedEvent) -> ApiResult<DelayedEventData> {
     let content = serde_json::value::to_raw_value(&event.content).map_err(ApiError::internal)?;
     Ok(DelayedEventData::new(

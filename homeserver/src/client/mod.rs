@@ -17,7 +17,7 @@ mod devices;
 pub(crate) mod discovery_handlers;
 mod initial_sync;
 mod keys;
-mod media;
+pub(crate) mod media;
 mod openid;
 mod profile_handlers;
 mod push;

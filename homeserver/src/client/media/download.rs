@@ -6,10 +6,16 @@
 //! `Content-Disposition: attachment` for every type outside a short list that browsers only
 //! display. Downloads honour a single `Range`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
-use axon_core::media::{MediaError, MediaRecord, ThumbnailMethod, is_valid_media_id};
+use axon_core::media::disposition::is_inline;
+use axon_core::media::{
+    MediaError, MediaRecord, StoredContent, ThumbnailMethod, ThumbnailRequest, is_valid_media_id,
+};
+use axon_federation::Federation;
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +32,8 @@ use ruma::{ServerName, UInt};
 use tokio::time::Instant;
 
 use super::range::ByteRange;
-use super::{blocking, fetch_remote, media_error};
+use super::remote::{self, RemoteRequest};
+use super::{blocking, media_error};
 
 /// Longest a download waits for the content of a reserved media id, whatever the client
 /// asks in `timeout_ms`.
@@ -41,48 +48,6 @@ const CONTENT_SECURITY_POLICY_VALUE: &str = "sandbox; default-src 'none'; script
 /// `Cross-Origin-Resource-Policy`, which ruma's header constants do not name.
 const CROSS_ORIGIN_RESOURCE_POLICY: HeaderName =
     HeaderName::from_static("cross-origin-resource-policy");
-
-/// Types served `inline`: ones browsers display without running anything (the spec's list).
-/// Everything else is an `attachment`, including SVG and HTML, which can carry scripts.
-const INLINE_TYPES: &[&str] = &[
-    "text/css",
-    "text/plain",
-    "text/csv",
-    "application/json",
-    "application/ld+json",
-    "image/jpeg",
-    "image/gif",
-    "image/png",
-    "image/apng",
-    "image/webp",
-    "image/avif",
-    "video/mp4",
-    "video/webm",
-    "video/ogg",
-    "video/quicktime",
-    "audio/mp4",
-    "audio/webm",
-    "audio/aac",
-    "audio/mpeg",
-    "audio/ogg",
-    "audio/wave",
-    "audio/wav",
-    "audio/x-wav",
-    "audio/x-pn-wav",
-    "audio/flac",
-    "audio/x-flac",
-];
-
-/// Whether content of `content_type` may be displayed inline.
-fn is_inline(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    INLINE_TYPES.contains(&essence.as_str())
-}
 
 /// The headers every media response carries.
 fn media_headers(content_type: &str, filename: Option<String>) -> HeaderMap {
@@ -113,17 +78,17 @@ fn media_headers(content_type: &str, filename: Option<String>) -> HeaderMap {
     headers
 }
 
-/// The record of the media `server_name`/`media_id`, waiting up to `timeout` for the content
-/// of a reserved id. Another server's media goes through [`fetch_remote`].
-async fn find(
-    state: &AppState,
-    server_name: &ServerName,
-    media_id: &str,
-    timeout: Duration,
-) -> ApiResult<MediaRecord> {
-    if server_name.as_str() != state.config().server_name {
-        return fetch_remote(state, server_name, media_id).await;
-    }
+/// A media item ready to serve: this server's, or another server's from the cache.
+struct Found {
+    content: StoredContent,
+    content_type: Option<String>,
+    filename: Option<String>,
+    after_freeze: bool,
+}
+
+/// The record of this server's `media_id`, waiting up to `timeout` for the content of a
+/// reserved id.
+async fn find_local(state: &AppState, media_id: &str, timeout: Duration) -> ApiResult<MediaRecord> {
     if !is_valid_media_id(media_id) {
         return Err(ApiError::not_found("Media not found"));
     }
@@ -149,61 +114,103 @@ async fn find(
     }
 }
 
-/// Frozen legacy endpoints do not serve media uploaded during the freeze.
-fn check_legacy(state: &AppState, record: &MediaRecord) -> ApiResult<()> {
-    if state.services().media.legacy_visible(record) {
-        Ok(())
-    } else {
+/// The media `server_name`/`media_id`: this server's, or another's through the cache.
+async fn find(
+    state: &AppState,
+    federation: &Arc<Federation>,
+    request: &MediaRequest<'_>,
+) -> ApiResult<Found> {
+    if request.server_name.as_str() != state.config().server_name {
+        let record = remote::original(state, federation, request.remote()).await?;
+        let content = record
+            .content
+            .ok_or_else(|| media_error(MediaError::NotFound))?;
+        return Ok(Found {
+            content,
+            content_type: record.content_type,
+            filename: record.filename,
+            after_freeze: record.after_freeze,
+        });
+    }
+    let record = find_local(state, request.media_id, request.timeout).await?;
+    let content = record
+        .content
+        .ok_or_else(|| media_error(MediaError::NotFound))?;
+    Ok(Found {
+        content,
+        content_type: record.content_type,
+        filename: record.filename,
+        after_freeze: record.after_freeze,
+    })
+}
+
+/// Frozen legacy endpoints do not serve media uploaded (or cached) during the freeze.
+fn check_legacy(state: &AppState, after_freeze: bool) -> ApiResult<()> {
+    if state.services().media.settings().freeze_legacy_media && after_freeze {
         Err(ApiError::not_found(
             "This media is only available through the authenticated media endpoints",
         ))
+    } else {
+        Ok(())
     }
 }
 
-/// What a download asked for.
-struct DownloadRequest<'a> {
+/// Which media a request names, and how.
+struct MediaRequest<'a> {
     server_name: &'a ServerName,
     media_id: &'a str,
-    filename: Option<String>,
     timeout: Duration,
+    /// Whether the legacy unauthenticated endpoints are serving.
     legacy: bool,
+    /// Whether another server's media may be fetched (`allow_remote`, legacy only).
+    allow_remote: bool,
+}
+
+impl MediaRequest<'_> {
+    fn remote(&self) -> RemoteRequest<'_> {
+        RemoteRequest {
+            server: self.server_name,
+            media_id: self.media_id,
+            timeout: self.timeout,
+            allow_remote: self.allow_remote,
+        }
+    }
 }
 
 async fn serve_download(
     state: &AppState,
+    federation: &Arc<Federation>,
     headers: &HeaderMap,
-    request: DownloadRequest<'_>,
+    request: MediaRequest<'_>,
+    filename: Option<String>,
 ) -> ApiResult<Response> {
-    let record = find(
-        state,
-        request.server_name,
-        request.media_id,
-        request.timeout,
-    )
-    .await?;
+    let found = find(state, federation, &request).await?;
     if request.legacy {
-        check_legacy(state, &record)?;
+        check_legacy(state, found.after_freeze)?;
     }
-    let size = record.content.as_ref().map_or(0, |content| content.size);
+    let size = found.content.size;
     let range = ByteRange::parse(
         headers.get(RANGE).and_then(|value| value.to_str().ok()),
         size,
     );
-    let content_type = record
+    let content_type = found
         .content_type
         .clone()
         .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let mut response_headers =
-        media_headers(&content_type, request.filename.or(record.filename.clone()));
+    let mut response_headers = media_headers(&content_type, filename.or(found.filename.clone()));
     response_headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let content = found.content;
     match range {
         ByteRange::Full => {
-            let content = blocking(state, move |services| services.media.read(&record)).await?;
-            Ok((StatusCode::OK, response_headers, Body::from(content)).into_response())
+            let bytes =
+                blocking(state, move |services| services.media.read_content(&content)).await?;
+            Ok((StatusCode::OK, response_headers, Body::from(bytes)).into_response())
         }
         ByteRange::Partial { start, end } => {
-            let content = blocking(state, move |services| {
-                services.media.read_range(&record, start, end - start + 1)
+            let bytes = blocking(state, move |services| {
+                services
+                    .media
+                    .read_content_range(&content, start, end - start + 1)
             })
             .await?;
             let content_range = format!("bytes {start}-{end}/{size}");
@@ -213,7 +220,7 @@ async fn serve_download(
             Ok((
                 StatusCode::PARTIAL_CONTENT,
                 response_headers,
-                Body::from(content),
+                Body::from(bytes),
             )
                 .into_response())
         }
@@ -228,16 +235,12 @@ async fn serve_download(
     }
 }
 
-/// What a thumbnail request asked for.
-struct ThumbnailRequest<'a> {
-    server_name: &'a ServerName,
-    media_id: &'a str,
+/// The size and form a thumbnail request asks for.
+struct ThumbnailParams {
     width: UInt,
     height: UInt,
     method: Option<Method>,
     animated: Option<bool>,
-    timeout: Duration,
-    legacy: bool,
 }
 
 fn dimension(value: UInt, name: &str) -> ApiResult<u32> {
@@ -251,31 +254,50 @@ fn dimension(value: UInt, name: &str) -> ApiResult<u32> {
     }
 }
 
-async fn serve_thumbnail(state: &AppState, request: ThumbnailRequest<'_>) -> ApiResult<Response> {
-    let width = dimension(request.width, "width")?;
-    let height = dimension(request.height, "height")?;
-    let method = match request.method {
-        Some(Method::Crop) => ThumbnailMethod::Crop,
-        _ => ThumbnailMethod::Scale,
+async fn serve_thumbnail(
+    state: &AppState,
+    federation: &Arc<Federation>,
+    request: MediaRequest<'_>,
+    params: ThumbnailParams,
+) -> ApiResult<Response> {
+    let wanted = ThumbnailRequest {
+        width: dimension(params.width, "width")?,
+        height: dimension(params.height, "height")?,
+        method: match params.method {
+            Some(Method::Crop) => ThumbnailMethod::Crop,
+            _ => ThumbnailMethod::Scale,
+        },
+        animated: params.animated.unwrap_or(false),
     };
-    let record = find(
-        state,
-        request.server_name,
-        request.media_id,
-        request.timeout,
-    )
-    .await?;
-    if request.legacy {
-        check_legacy(state, &record)?;
-    }
-    let media_id = request.media_id.to_owned();
-    let animated = request.animated.unwrap_or(false);
-    let thumbnail = blocking(state, move |services| {
-        services
-            .media
-            .thumbnail_of(&media_id, &record, width, height, method, animated)
-    })
-    .await?;
+    let thumbnail = if request.server_name.as_str() == state.config().server_name {
+        let record = find_local(state, request.media_id, request.timeout).await?;
+        if request.legacy {
+            check_legacy(state, record.after_freeze)?;
+        }
+        let media_id = request.media_id.to_owned();
+        blocking(state, move |services| {
+            let content = record.content.as_ref().ok_or(MediaError::NotFound)?;
+            services
+                .media
+                .thumbnail_for(&media_id, content, record.content_type.as_deref(), wanted)
+        })
+        .await?
+    } else {
+        let thumbnail = remote::thumbnail(state, federation, request.remote(), wanted).await?;
+        if request.legacy {
+            let server = request.server_name.to_owned();
+            let media_id = request.media_id.to_owned();
+            let after_freeze = blocking(state, move |services| {
+                Ok(services
+                    .media
+                    .remote(&server, &media_id)?
+                    .is_some_and(|record| record.after_freeze))
+            })
+            .await?;
+            check_legacy(state, after_freeze)?;
+        }
+        thumbnail
+    };
     let headers = media_headers(&thumbnail.content_type, None);
     Ok((StatusCode::OK, headers, Body::from(thumbnail.content)).into_response())
 }
@@ -283,54 +305,61 @@ async fn serve_thumbnail(state: &AppState, request: ThumbnailRequest<'_>) -> Api
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
 pub(crate) async fn download(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     headers: HeaderMap,
     request: Ruma<authenticated::get_content::v1::Request>,
 ) -> ApiResult<Response> {
     let body = request.body;
-    let download = DownloadRequest {
+    let request = MediaRequest {
         server_name: &body.server_name,
         media_id: &body.media_id,
-        filename: None,
         timeout: body.timeout_ms,
         legacy: false,
+        allow_remote: true,
     };
-    serve_download(&state, &headers, download).await
+    serve_download(&state, &federation, &headers, request, None).await
 }
 
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
 pub(crate) async fn download_as(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     headers: HeaderMap,
     request: Ruma<authenticated::get_content_as_filename::v1::Request>,
 ) -> ApiResult<Response> {
     let body = request.body;
-    let download = DownloadRequest {
+    let request = MediaRequest {
         server_name: &body.server_name,
         media_id: &body.media_id,
-        filename: Some(body.filename.clone()),
         timeout: body.timeout_ms,
         legacy: false,
+        allow_remote: true,
     };
-    serve_download(&state, &headers, download).await
+    let filename = Some(body.filename.clone());
+    serve_download(&state, &federation, &headers, request, filename).await
 }
 
 /// # `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
 pub(crate) async fn thumbnail(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<authenticated::get_content_thumbnail::v1::Request>,
 ) -> ApiResult<Response> {
     let body = request.body;
-    let thumbnail = ThumbnailRequest {
+    let request = MediaRequest {
         server_name: &body.server_name,
         media_id: &body.media_id,
+        timeout: body.timeout_ms,
+        legacy: false,
+        allow_remote: true,
+    };
+    let params = ThumbnailParams {
         width: body.width,
         height: body.height,
         method: body.method.clone(),
         animated: body.animated,
-        timeout: body.timeout_ms,
-        legacy: false,
     };
-    serve_thumbnail(&state, thumbnail).await
+    serve_thumbnail(&state, &federation, request, params).await
 }
 
 /// # `GET /_matrix/client/v1/media/config`
@@ -351,18 +380,19 @@ pub(crate) async fn config(
 )]
 pub(crate) async fn legacy_download(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     headers: HeaderMap,
     request: Ruma<legacy::get_content::v3::Request>,
 ) -> ApiResult<Response> {
     let body = request.body;
-    let download = DownloadRequest {
+    let request = MediaRequest {
         server_name: &body.server_name,
         media_id: &body.media_id,
-        filename: None,
         timeout: body.timeout_ms,
         legacy: true,
+        allow_remote: body.allow_remote,
     };
-    serve_download(&state, &headers, download).await
+    serve_download(&state, &federation, &headers, request, None).await
 }
 
 /// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}`
@@ -372,18 +402,20 @@ pub(crate) async fn legacy_download(
 )]
 pub(crate) async fn legacy_download_as(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     headers: HeaderMap,
     request: Ruma<legacy::get_content_as_filename::v3::Request>,
 ) -> ApiResult<Response> {
     let body = request.body;
-    let download = DownloadRequest {
+    let request = MediaRequest {
         server_name: &body.server_name,
         media_id: &body.media_id,
-        filename: Some(body.filename.clone()),
         timeout: body.timeout_ms,
         legacy: true,
+        allow_remote: body.allow_remote,
     };
-    serve_download(&state, &headers, download).await
+    let filename = Some(body.filename.clone());
+    serve_download(&state, &federation, &headers, request, filename).await
 }
 
 /// # `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`
@@ -393,20 +425,24 @@ pub(crate) async fn legacy_download_as(
 )]
 pub(crate) async fn legacy_thumbnail(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<legacy::get_content_thumbnail::v3::Request>,
 ) -> ApiResult<Response> {
     let body = request.body;
-    let thumbnail = ThumbnailRequest {
+    let request = MediaRequest {
         server_name: &body.server_name,
         media_id: &body.media_id,
+        timeout: body.timeout_ms,
+        legacy: true,
+        allow_remote: body.allow_remote,
+    };
+    let params = ThumbnailParams {
         width: body.width,
         height: body.height,
         method: body.method.clone(),
         animated: body.animated,
-        timeout: body.timeout_ms,
-        legacy: true,
     };
-    serve_thumbnail(&state, thumbnail).await
+    serve_thumbnail(&state, &federation, request, params).await
 }
 
 /// # `GET /_matrix/media/v3/config`
@@ -425,17 +461,6 @@ pub(crate) async fn legacy_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_display_only_types_are_inline() {
-        assert!(is_inline("image/png"));
-        assert!(is_inline("Text/Plain; charset=utf-8"));
-        assert!(is_inline("video/mp4"));
-        assert!(!is_inline("text/html"));
-        assert!(!is_inline("image/svg+xml"));
-        assert!(!is_inline("application/octet-stream"));
-        assert!(!is_inline(""));
-    }
 
     #[test]
     fn media_headers_sandbox_and_encode_the_filename() {

@@ -8,22 +8,22 @@
 //! responses, for the headers that keep uploaded files from running as part of this
 //! server's origin and for range requests. Both are still routed from ruma's metadata.
 //!
-//! Only this server's media is served for now: another server's is not found, behind
-//! [`fetch_remote`], which federation will implement.
+//! Another server's media is fetched over federation and cached ([`remote`]); the cache and
+//! lapsed reservations are expired by [`run_cleanup`].
 
 mod address;
 mod download;
 mod opengraph;
 mod preview;
 mod range;
+mod remote;
 mod upload;
 
-use axon_api::{ApiError, AppState, RumaRouterExt};
+use axon_api::{ApiError, ApiResult, AppState, RumaRouterExt};
 use axon_core::Services;
-use axon_core::media::{MediaError, MediaRecord, ThumbnailError};
+use axon_core::media::{CleanupReport, MediaError, ThumbnailError};
 use axum::Router;
 use http::StatusCode;
-use ruma::ServerName;
 use ruma::api::client::authenticated_media as authenticated;
 use ruma::api::client::media as legacy;
 use ruma::api::error::{ErrorKind, LimitExceededErrorData};
@@ -52,18 +52,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .ruma_route::<legacy::get_content_thumbnail::v3::Request, _, _>(download::legacy_thumbnail)
         .ruma_route::<legacy::get_media_config::v3::Request, _, _>(download::legacy_config)
         .ruma_route::<legacy::get_media_preview::v3::Request, _, _>(preview::legacy_preview)
-}
-
-/// Another server's media. Not fetched yet: federation will fetch and cache it here
-/// (`/_matrix/federation/v1/media/download`); until then it is not found.
-pub(crate) async fn fetch_remote(
-    _state: &AppState,
-    server_name: &ServerName,
-    media_id: &str,
-) -> Result<MediaRecord, ApiError> {
-    Err(ApiError::not_found(format!(
-        "Media mxc://{server_name}/{media_id} is on another server and cannot be fetched yet"
-    )))
 }
 
 /// The client API's answer to a media error.
@@ -113,4 +101,64 @@ where
         .await
         .map_err(|err| ApiError::internal(format!("blocking task failed: {err}")))?
         .map_err(media_error)
+}
+
+/// Most items one cleanup step removes before it yields, so a large backlog does not hold
+/// a blocking thread for long.
+const CLEANUP_BATCH: usize = 256;
+
+/// The media cleanup: every `media.cleanup_interval_secs`, removes cached remote media not
+/// downloaded for `media.remote_cache_max_age_days` (when set) and reservations whose
+/// upload window lapsed. Runs until the server stops.
+pub(crate) async fn run_cleanup(state: AppState) {
+    let config = &state.config().media;
+    let interval = config.cleanup_interval();
+    let max_age = config.remote_cache_max_age();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = cleanup_once(&state, max_age).await {
+            tracing::warn!(error = %error.message(), "media cleanup failed; retrying next run");
+        }
+    }
+}
+
+/// One cleanup run, in batches until nothing is left to remove.
+async fn cleanup_once(state: &AppState, max_age: Option<std::time::Duration>) -> ApiResult<()> {
+    let mut total = CleanupReport::default();
+    loop {
+        let report = blocking(state, move |services| {
+            let now = axon_core::accounts::now_ms();
+            let mut report = services
+                .media
+                .remove_lapsed_reservations(now, CLEANUP_BATCH)?;
+            if let Some(max_age) = max_age {
+                let age = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+                let remote = services
+                    .media
+                    .remove_stale_remote(now.saturating_sub(age), CLEANUP_BATCH)?;
+                report.remote_removed = remote.remote_removed;
+                report.bytes_freed = remote.bytes_freed;
+            }
+            Ok(report)
+        })
+        .await?;
+        total.remote_removed += report.remote_removed;
+        total.reservations_removed += report.reservations_removed;
+        total.bytes_freed += report.bytes_freed;
+        let batch = u64::try_from(CLEANUP_BATCH).unwrap_or(u64::MAX);
+        if report.remote_removed < batch && report.reservations_removed < batch {
+            break;
+        }
+    }
+    if total != CleanupReport::default() {
+        tracing::info!(
+            remote_removed = total.remote_removed,
+            reservations_removed = total.reservations_removed,
+            bytes_freed = total.bytes_freed,
+            "media cleanup"
+        );
+    }
+    Ok(())
 }

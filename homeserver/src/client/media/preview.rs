@@ -38,7 +38,7 @@ const MAX_REDIRECTS: usize = 5;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
-enum FetchError {
+pub(super) enum FetchError {
     /// The URL is not one the server fetches. 400 `M_INVALID_PARAM`.
     #[error("{0}")]
     BadUrl(String),
@@ -48,6 +48,9 @@ enum FetchError {
     /// Anything the remote side did wrong: 502.
     #[error("{0}")]
     Remote(String),
+    /// The document is larger than the limit: 502.
+    #[error("the document is too large")]
+    TooLarge,
 }
 
 impl From<FetchError> for ApiError {
@@ -55,6 +58,11 @@ impl From<FetchError> for ApiError {
         match error {
             FetchError::BadUrl(reason) => ApiError::invalid_param(reason),
             FetchError::Blocked(reason) => ApiError::forbidden(reason),
+            FetchError::TooLarge => ApiError::with_status(
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::Unknown,
+                "Cannot preview the URL: the document is too large",
+            ),
             FetchError::Remote(reason) => ApiError::with_status(
                 StatusCode::BAD_GATEWAY,
                 ErrorKind::Unknown,
@@ -65,17 +73,17 @@ impl From<FetchError> for ApiError {
 }
 
 /// One fetched document.
-struct Fetched {
+pub(super) struct Fetched {
     /// Where it was found, after redirects.
-    url: Url,
+    pub(super) url: Url,
     /// Its declared MIME type.
-    content_type: Option<String>,
+    pub(super) content_type: Option<String>,
     /// Its bytes.
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
 }
 
-/// Fetches URLs on a user's behalf under the configured limits.
-struct Fetcher {
+/// Fetches URLs on a user's behalf (or for another server's media `Location`) under limits.
+pub(super) struct Fetcher {
     client: reqwest::Client,
     allow_private: bool,
     max_bytes: u64,
@@ -84,7 +92,20 @@ struct Fetcher {
 
 impl Fetcher {
     fn new(config: &MediaConfig) -> Result<Self, ApiError> {
-        let timeout = config.url_preview_timeout();
+        Self::with_limits(
+            config.url_preview_allow_private,
+            config.url_preview_max_bytes,
+            config.url_preview_timeout(),
+        )
+    }
+
+    /// A fetcher refusing special addresses unless `allow_private`, reading at most
+    /// `max_bytes`, and done within `timeout` from now.
+    pub(super) fn with_limits(
+        allow_private: bool,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Self, ApiError> {
         let mut builder = reqwest::Client::builder()
             .redirect(Policy::none())
             .no_proxy()
@@ -94,19 +115,19 @@ impl Fetcher {
                 env!("CARGO_PKG_VERSION"),
                 " (URL preview)"
             ));
-        if !config.url_preview_allow_private {
+        if !allow_private {
             builder = builder.dns_resolver(FilteringResolver);
         }
         Ok(Self {
             client: builder.build().map_err(ApiError::internal)?,
-            allow_private: config.url_preview_allow_private,
-            max_bytes: config.url_preview_max_bytes,
+            allow_private,
+            max_bytes,
             deadline: Instant::now() + timeout,
         })
     }
 
     /// Refuses URLs the server must not fetch, before any connection.
-    fn check(&self, url: &Url) -> Result<(), FetchError> {
+    pub(super) fn check(&self, url: &Url) -> Result<(), FetchError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(FetchError::BadUrl(format!(
                 "only http and https URLs can be previewed, not {}",
@@ -133,7 +154,7 @@ impl Fetcher {
     }
 
     /// Fetches `url`, following redirects, within the size and time limits.
-    async fn fetch(&self, url: Url) -> Result<Fetched, FetchError> {
+    pub(super) async fn fetch(&self, url: Url) -> Result<Fetched, FetchError> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
             self.check(&url)?;
@@ -164,7 +185,7 @@ impl Fetcher {
                 .content_length()
                 .is_some_and(|length| length > self.max_bytes)
             {
-                return Err(FetchError::Remote("the document is too large".to_owned()));
+                return Err(FetchError::TooLarge);
             }
             let content_type = response
                 .headers()
@@ -181,7 +202,7 @@ impl Fetcher {
                     Ok(Ok(Some(chunk))) => {
                         body.extend_from_slice(&chunk);
                         if u64::try_from(body.len()).unwrap_or(u64::MAX) > self.max_bytes {
-                            return Err(FetchError::Remote("the document is too large".to_owned()));
+                            return Err(FetchError::TooLarge);
                         }
                     }
                 }

@@ -29,6 +29,8 @@ const FEDERATION_ONLY: [&str; 7] = [
 pub(crate) struct Serving<'a> {
     /// The transaction id, when the reader is the device that sent the event.
     pub(crate) transaction_id: Option<&'a str>,
+    /// The id of the delayed event (MSC4140) that sent the event, when the reader sent it.
+    pub(crate) delay_id: Option<&'a str>,
     /// The bundled aggregations of the event (`unsigned["m.relations"]`), if it has any.
     pub(crate) relations: Option<&'a Value>,
 }
@@ -61,6 +63,12 @@ pub(crate) fn client_event_json(pdu: &Pdu, serving: Serving<'_>) -> Value {
     unsigned.insert("age".to_owned(), Value::from(age));
     if let Some(txn) = serving.transaction_id {
         unsigned.insert("transaction_id".to_owned(), Value::from(txn));
+    }
+    if let Some(delay_id) = serving.delay_id {
+        unsigned.insert(
+            "org.matrix.msc4140.delay_id".to_owned(),
+            Value::from(delay_id),
+        );
     }
     if let Some(relations) = serving.relations {
         unsigned.insert("m.relations".to_owned(), relations.clone());
@@ -141,10 +149,31 @@ mod tests {
             &pdu,
             Serving {
                 transaction_id: Some("txn-1"),
+                delay_id: None,
                 relations: None,
             },
         );
         assert_eq!(event["unsigned"]["transaction_id"], "txn-1");
+        assert!(
+            event["unsigned"]
+                .get("org.matrix.msc4140.delay_id")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_event_sent_by_a_delayed_event_names_it_to_its_sender() {
+        let pdu = pdu(message(), "11");
+        let event = client_event_json(
+            &pdu,
+            Serving {
+                transaction_id: None,
+                delay_id: Some("syd_abc"),
+                relations: None,
+            },
+        );
+        assert_eq!(event["unsigned"]["org.matrix.msc4140.delay_id"], "syd_abc");
+        assert!(event["unsigned"].get("transaction_id").is_none());
     }
 
     #[test]

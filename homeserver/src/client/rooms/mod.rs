@@ -43,6 +43,8 @@ use ruma::api::path_builder::PathBuilder;
 use ruma::serde::Raw;
 use ruma::{CanonicalJsonObject, OwnedEventId};
 
+use super::delayed_events;
+
 /// Runs synchronous rooms work (store reads, appends with their synced write) on the blocking
 /// pool.
 pub(crate) async fn blocking<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
@@ -137,16 +139,26 @@ pub(crate) fn client_event_value(
     let transaction = if pdu.sender() == reader.user_id {
         transactions::event_transaction(&*services.store, pdu.event_id())
             .map_err(ApiError::internal)?
-            .filter(|transaction| transaction.device_id == reader.device_id)
     } else {
         None
     };
+    // The transaction id only for the device that sent the event; an event a delayed event
+    // sent carries its delay id for every device of the sender (MSC4140).
+    let transaction_id = transaction
+        .as_ref()
+        .filter(|transaction| transaction.device_id == reader.device_id)
+        .map(|transaction| transaction.txn_id.as_str());
+    let delay_id = transaction
+        .as_ref()
+        .filter(|transaction| transaction.device_id.as_str() == delayed_events::SENDING_DEVICE)
+        .map(|transaction| transaction.txn_id.as_str());
     // Bundled aggregations (edits, threads, references): one index scan per served event.
     let relations = relations::bundled(services, pdu, &reader.user_id)?;
     Ok(format::client_event_json(
         pdu,
         format::Serving {
-            transaction_id: transaction.as_ref().map(|t| t.txn_id.as_str()),
+            transaction_id,
+            delay_id,
             relations: relations.as_ref(),
         },
     ))
