@@ -129,6 +129,38 @@ impl E2ee {
             .collect())
     }
 
+    /// The device list changes after `after`, in stream order, at most `limit`: what the
+    /// federation sender follows to tell other servers about local users' devices.
+    pub fn device_list_changes_after(
+        &self,
+        after: StreamPosition,
+        limit: usize,
+    ) -> Result<Vec<(StreamPosition, OwnedUserId)>, E2eeError> {
+        let range = KeyRange {
+            // Keys are `(position, user)`: every key of a later position sorts after this.
+            start: std::ops::Bound::Included(
+                StreamPosition(after.0.saturating_add(1)).to_key_bytes(),
+            ),
+            end: std::ops::Bound::Unbounded,
+        };
+        Ok(DEVICE_LIST_STREAM
+            .collect(self.store(), range, ScanDirection::Forward, Some(limit))?
+            .into_iter()
+            .map(|(key, ())| key)
+            .collect())
+    }
+
+    /// Records a change of `user`'s devices that touched no key (a device renamed), so
+    /// syncs and other servers learn of it. Synchronous: call it from `spawn_blocking`.
+    pub fn record_device_change(&self, rooms: &Rooms, user: &UserId) -> Result<(), E2eeError> {
+        let owner = user.to_owned();
+        rooms.write_at_next_position(|into, position| {
+            record_device_list_change(into, &owner, position);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Removes the keys and inboxes of the devices the accounts service deleted, and
     /// announces each user's change at one stream position. Returns how many devices were
     /// handled. Synchronous: call it from `spawn_blocking`, after

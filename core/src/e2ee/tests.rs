@@ -533,6 +533,34 @@ fn device_list_changes_follow_shared_rooms() {
 }
 
 #[test]
+fn device_list_changes_are_read_in_stream_order_after_a_position() {
+    let h = Harness::new();
+    let alice = user("@alice:example.org");
+    let bob = user("@bob:example.org");
+    let start = h.now();
+    h.upload_device(&alice, "ALICEDEV");
+    let after_alice = h.now();
+    h.upload_device(&bob, "BOBDEV");
+    h.e2ee.record_device_change(&h.rooms, &alice).unwrap();
+    let changes = h.e2ee.device_list_changes_after(start, 10).unwrap();
+    let users: Vec<OwnedUserId> = changes.iter().map(|(_, user)| user.clone()).collect();
+    assert_eq!(users, vec![alice.clone(), bob.clone(), alice.clone()]);
+    assert!(changes.windows(2).all(|pair| pair[0].0 < pair[1].0));
+    assert_eq!(changes[0].0, after_alice);
+    // Strictly after the position, and no more than the limit.
+    let later = h.e2ee.device_list_changes_after(after_alice, 1).unwrap();
+    assert_eq!(later, vec![changes[1].clone()]);
+    assert!(
+        h.e2ee
+            .device_list_changes_after(h.now(), 10)
+            .unwrap()
+            .is_empty()
+    );
+    // A renamed device shows in the user's stream id and in local syncs.
+    assert_eq!(h.e2ee.device_list_stream_id(&alice).unwrap(), h.now());
+}
+
+#[test]
 fn to_device_messages_are_idempotent_and_deleted_once_acknowledged() {
     let h = Harness::new();
     let alice = user("@alice:example.org");

@@ -229,6 +229,12 @@ column_families! {
     /// Finalised delayed events by user, oldest first: (user id, finalised at ms, delay id) ->
     /// nothing.
     DELAYED_EVENTS_FINALISED_BY_USER = ("delayed_events_finalised_by_user", Ordered);
+    /// The federation EDU feeder's counters: the stream position up to which local users'
+    /// presence and device list changes were queued for other servers.
+    FEDERATION_EDU_FEED = ("federation_edu_feed", SmallHot);
+    /// What other servers were last told of each local user's devices and cross-signing keys:
+    /// (user, kind, id) -> the announced JSON, and the user's last device list `stream_id`.
+    FEDERATION_DEVICE_LISTS_SENT = ("federation_device_lists_sent", Ordered);
 }
 
 /// The column family called `name`, if the catalogue has one.

@@ -14,8 +14,11 @@
 //! - [`Outbound::enqueue_pdu`] and [`Outbound::enqueue_edu`] queue directly, for events that
 //!   are not local (a join received through `send_join` goes to the room's other servers) and
 //!   for EDUs.
+//! - A second feeder (`local_edus`) follows local users' presence and device list changes on
+//!   the same stream and queues their EDUs for the servers sharing a room with them.
 
 mod edus;
+mod local_edus;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -36,7 +39,12 @@ use ruma::{
 };
 use tokio::sync::{Notify, mpsc};
 
-pub use self::edus::{device_list_update_edu, direct_to_device_edu, typing_edu};
+pub use self::edus::{
+    AnnouncedDevice, PresenceUpdate, device_list_update_edu, device_update_edu,
+    direct_to_device_edu, presence_edu, read_receipt_edu, signing_key_update_edu,
+    to_device_message_id, typing_edu,
+};
+pub use self::local_edus::queue_for_room;
 use crate::Federation;
 use crate::error::FederationError;
 
@@ -163,6 +171,10 @@ pub async fn run(federation: Arc<Federation>, services: Arc<Services>) {
         return;
     }
     tokio::spawn(feed(Arc::clone(&federation), Arc::clone(&services)));
+    tokio::spawn(local_edus::run(
+        Arc::clone(&federation),
+        Arc::clone(&services),
+    ));
     let outbound = federation.outbound();
     match outbound.queue.pending_destinations() {
         Ok(pending) => pending

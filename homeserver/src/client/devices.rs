@@ -8,6 +8,8 @@ use ruma::api::client::device::{
 };
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt};
 
+use super::keys::e2ee_error;
+use super::rooms::blocking;
 use super::uiaa::{self, Requirement};
 
 fn to_api(device_id: OwnedDeviceId, record: DeviceRecord) -> device_api::Device {
@@ -56,11 +58,20 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     request: Ruma<update_device::v3::Request>,
 ) -> ApiResult<RumaResponse<update_device::v3::Response>> {
+    let user = request.identity.user_id;
     state.services().accounts.update_device_display_name(
-        &request.identity.user_id,
+        &user,
         &request.body.device_id,
         request.body.display_name,
     )?;
+    // Other users' clients and servers show device names: a rename is a device list change.
+    blocking(&state, move |services| {
+        services
+            .e2ee
+            .record_device_change(&services.rooms, &user)
+            .map_err(e2ee_error)
+    })
+    .await?;
     Ok(update_device::v3::Response::new().into())
 }
 

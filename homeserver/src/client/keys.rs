@@ -1,20 +1,26 @@
 //! End-to-end encryption keys: upload, query, claim, changes, cross-signing and signatures.
 //!
-//! Local users are served from `core`'s E2EE service. Remote users go through
-//! [`query_remote`] and [`claim_remote`], which answer `failures` for their servers until
-//! federation carries these requests.
+//! Local users are served from `core`'s E2EE service. Remote users' servers are asked over
+//! federation ([`query_remote`], [`claim_remote`]), all at once, each within the request's
+//! `timeout`; a server that cannot be asked in time is listed in `failures`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::e2ee::{CrossSigningUpload, E2eeError, KeyClaims, KeyUpload};
-use axum::Router;
+use axon_federation::{Federation, FederationError};
 use axum::extract::State;
+use axum::{Extension, Router};
 use ruma::api::client::keys::{
     claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys,
 };
 use ruma::api::error::{ErrorKind, WrongRoomKeysVersionErrorData};
-use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName};
+use ruma::api::federation::keys as federation_keys;
+use ruma::serde::Raw;
+use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
 use serde_json::{Value, json};
 
 use super::rooms::blocking;
@@ -105,45 +111,174 @@ fn split_local<T>(
     (mine, remote)
 }
 
-/// The failure entry for a server that could not be asked.
-fn unreachable_server() -> Value {
-    json!({ "status": 503, "message": "Federation is not available on this server yet" })
+/// How long remote servers are given when the request names no `timeout`.
+const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `timeout` honoured: a client cannot hold a request open for long.
+const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The time given to remote servers for a request's `timeout`.
+fn remote_timeout(requested: Option<Duration>) -> Duration {
+    requested
+        .unwrap_or(DEFAULT_REMOTE_TIMEOUT)
+        .min(MAX_REMOTE_TIMEOUT)
 }
 
-/// Queries the keys of users on other servers. Until federation carries `/user/keys/query`,
-/// every server is reported in `failures`.
+/// The failure entry for a server that could not be asked. The remote server's own error is
+/// logged, not shown: clients never see another server's internals.
+fn unreachable_server(server: &ServerName, error: &FederationError) -> Value {
+    tracing::info!(%server, %error, "a key request to another server failed");
+    let status = match error {
+        FederationError::Remote { status, .. } => *status,
+        _ => 503,
+    };
+    json!({ "status": status, "message": format!("{server} could not be reached") })
+}
+
+/// Asks every server in `requests` concurrently with `ask`, each within `timeout`. Returns
+/// each server's answer or why there is none.
+async fn ask_servers<T, R, F, Fut>(
+    servers: BTreeMap<OwnedServerName, T>,
+    timeout: Duration,
+    ask: F,
+) -> Vec<(OwnedServerName, Result<R, FederationError>)>
+where
+    F: Fn(OwnedServerName, T) -> Fut,
+    Fut: Future<Output = Result<R, FederationError>>,
+{
+    let asks = servers.into_iter().map(|(server, request)| {
+        let answer = ask(server.clone(), request);
+        async move {
+            let answer = match tokio::time::timeout(timeout, answer).await {
+                Ok(answer) => answer,
+                Err(_) => Err(FederationError::Transport {
+                    server: server.clone(),
+                    reason: format!("no answer within {} ms", timeout.as_millis()),
+                }),
+            };
+            (server, answer)
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
+/// The `user_id` (and `device_id`) a key object says it belongs to.
+#[derive(serde::Deserialize)]
+struct KeyOwner {
+    user_id: OwnedUserId,
+    #[serde(default)]
+    device_id: Option<OwnedDeviceId>,
+}
+
+/// Whether `raw` is a key of `user` (and of `device`, for device keys): a server answers only
+/// for its own users, and a key filed under one user or device but naming another is dropped.
+fn owned_by<T>(raw: &Raw<T>, user: &UserId, device: Option<&DeviceId>) -> bool {
+    serde_json::from_str::<KeyOwner>(raw.json().get()).is_ok_and(|owner| {
+        owner.user_id == user
+            && device.is_none_or(|device| owner.device_id.as_deref() == Some(device))
+    })
+}
+
+/// Queries the keys of users on other servers (`/user/keys/query`), every server at once.
+/// Each server's answer is kept only for its own users: a server cannot speak for another's.
 pub(crate) async fn query_remote(
-    _state: &AppState,
+    federation: &Federation,
     servers: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>>,
+    timeout: Option<Duration>,
     response: &mut get_keys::v3::Response,
 ) {
-    for server in servers.into_keys() {
-        response
-            .failures
-            .insert(server.to_string(), unreachable_server());
+    let answers = ask_servers(
+        servers,
+        remote_timeout(timeout),
+        |server, users| async move {
+            federation
+                .client()
+                .send(&server, federation_keys::get_keys::v1::Request::new(users))
+                .await
+        },
+    )
+    .await;
+    for (server, answer) in answers {
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                response
+                    .failures
+                    .insert(server.to_string(), unreachable_server(&server, &error));
+                continue;
+            }
+        };
+        let theirs = |user: &UserId| user.server_name() == server;
+        for (user, devices) in answer.device_keys {
+            if !theirs(&user) {
+                continue;
+            }
+            let devices: BTreeMap<_, _> = devices
+                .into_iter()
+                .filter(|(device, keys)| owned_by(keys, &user, Some(device)))
+                .collect();
+            response.device_keys.insert(user, devices);
+        }
+        for (user, key) in answer.master_keys {
+            if theirs(&user) && owned_by(&key, &user, None) {
+                response.master_keys.insert(user, key);
+            }
+        }
+        for (user, key) in answer.self_signing_keys {
+            if theirs(&user) && owned_by(&key, &user, None) {
+                response.self_signing_keys.insert(user, key);
+            }
+        }
     }
 }
 
-/// Claims keys of devices on other servers. Until federation carries `/user/keys/claim`,
-/// every server is reported in `failures`.
+/// Claims one-time keys of devices on other servers (`/user/keys/claim`), every server at
+/// once, keeping each server's keys of its own users only.
 pub(crate) async fn claim_remote(
-    _state: &AppState,
+    federation: &Federation,
     servers: BTreeMap<OwnedServerName, KeyClaims>,
+    timeout: Option<Duration>,
     response: &mut claim_keys::v3::Response,
 ) {
-    for server in servers.into_keys() {
-        response
-            .failures
-            .insert(server.to_string(), unreachable_server());
+    let answers = ask_servers(
+        servers,
+        remote_timeout(timeout),
+        |server, claims| async move {
+            federation
+                .client()
+                .send(
+                    &server,
+                    federation_keys::claim_keys::v1::Request::new(claims),
+                )
+                .await
+        },
+    )
+    .await;
+    for (server, answer) in answers {
+        match answer {
+            Ok(answer) => {
+                for (user, devices) in answer.one_time_keys {
+                    if user.server_name() == server {
+                        response.one_time_keys.insert(user, devices);
+                    }
+                }
+            }
+            Err(error) => {
+                response
+                    .failures
+                    .insert(server.to_string(), unreachable_server(&server, &error));
+            }
+        }
     }
 }
 
 /// # `POST /_matrix/client/v3/keys/query`
 pub(crate) async fn query(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<get_keys::v3::Request>,
 ) -> ApiResult<RumaResponse<get_keys::v3::Response>> {
     let requester = request.identity.user_id;
+    let timeout = request.body.timeout;
     let (local, remote) = split_local(
         state.services().rooms.server_name(),
         request.body.device_keys,
@@ -160,15 +295,17 @@ pub(crate) async fn query(
     response.master_keys = found.master_keys;
     response.self_signing_keys = found.self_signing_keys;
     response.user_signing_keys = found.user_signing_keys;
-    query_remote(&state, remote, &mut response).await;
+    query_remote(&federation, remote, timeout, &mut response).await;
     Ok(response.into())
 }
 
 /// # `POST /_matrix/client/v3/keys/claim`
 pub(crate) async fn claim(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<claim_keys::v3::Request>,
 ) -> ApiResult<RumaResponse<claim_keys::v3::Response>> {
+    let timeout = request.body.timeout;
     let (local, remote) = split_local(
         state.services().rooms.server_name(),
         request.body.one_time_keys,
@@ -178,7 +315,7 @@ pub(crate) async fn claim(
     })
     .await?;
     let mut response = claim_keys::v3::Response::new(claimed);
-    claim_remote(&state, remote, &mut response).await;
+    claim_remote(&federation, remote, timeout, &mut response).await;
     Ok(response.into())
 }
 
@@ -293,4 +430,71 @@ pub(crate) async fn upload_signatures(
         }
     }
     Ok(response.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{device_id, server_name, user_id};
+
+    use super::*;
+
+    #[test]
+    fn remote_timeouts_default_to_ten_seconds_and_are_capped() {
+        assert_eq!(remote_timeout(None), Duration::from_secs(10));
+        assert_eq!(
+            remote_timeout(Some(Duration::from_millis(1500))),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            remote_timeout(Some(Duration::from_secs(3600))),
+            MAX_REMOTE_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn keys_must_name_the_user_and_device_they_are_filed_under() {
+        let raw = |value: Value| -> Raw<Value> { Raw::new(&value).unwrap() };
+        let alice = user_id!("@alice:a.test");
+        let keys = raw(json!({"user_id": "@alice:a.test", "device_id": "D1"}));
+        assert!(owned_by(&keys, alice, Some(device_id!("D1"))));
+        assert!(!owned_by(&keys, alice, Some(device_id!("D2"))));
+        assert!(!owned_by(
+            &keys,
+            user_id!("@mallory:a.test"),
+            Some(device_id!("D1"))
+        ));
+        let master = raw(json!({"user_id": "@alice:a.test", "usage": ["master"]}));
+        assert!(owned_by(&master, alice, None));
+        assert!(!owned_by(&raw(json!({"usage": ["master"]})), alice, None));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_in_time_is_a_failure_and_others_still_count() {
+        let servers = BTreeMap::from([
+            (server_name!("fast.test").to_owned(), 1),
+            (server_name!("silent.test").to_owned(), 2),
+        ]);
+        let answers = ask_servers(servers, Duration::from_millis(50), |_, n| async move {
+            if n == 2 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, FederationError>(n * 10)
+        })
+        .await;
+        let answers: BTreeMap<String, Result<i32, String>> = answers
+            .into_iter()
+            .map(|(server, answer)| (server.to_string(), answer.map_err(|e| e.to_string())))
+            .collect();
+        assert_eq!(answers["fast.test"], Ok(10));
+        assert!(answers["silent.test"].is_err());
+        let failure = unreachable_server(
+            server_name!("silent.test"),
+            &FederationError::Transport {
+                server: server_name!("silent.test").to_owned(),
+                reason: "secret internals".to_owned(),
+            },
+        );
+        assert_eq!(failure["status"], 503);
+        assert!(!failure.to_string().contains("secret internals"));
+    }
 }

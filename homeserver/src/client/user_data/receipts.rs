@@ -4,9 +4,14 @@
 //! the `m.fully_read` room account data `{"event_id": ...}`. Each counts as activity for
 //! presence.
 
+use std::sync::Arc;
+
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
 use axon_core::sync::{ReceiptKind, ReceiptThread};
+use axon_federation::Federation;
+use axon_federation::outbound::{queue_for_room, read_receipt_edu};
+use axum::Extension;
 use axum::extract::State;
 use ruma::api::client::read_marker::set_read_marker;
 use ruma::api::client::receipt::create_receipt::{self, v3::ReceiptType};
@@ -28,6 +33,7 @@ enum Marker {
 /// # `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`
 pub(crate) async fn receipt(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<create_receipt::v3::Request>,
 ) -> ApiResult<RumaResponse<create_receipt::v3::Response>> {
     let user = request.identity;
@@ -56,6 +62,14 @@ pub(crate) async fn receipt(
             &marker,
             &body.event_id,
         )?;
+        share_receipt(
+            &federation,
+            services,
+            &body.room_id,
+            &user.user_id,
+            &marker,
+            &body.event_id,
+        )?;
         bump_active(services, &user.user_id)
     })
     .await?;
@@ -65,6 +79,7 @@ pub(crate) async fn receipt(
 /// # `POST /_matrix/client/v3/rooms/{roomId}/read_markers`
 pub(crate) async fn read_markers(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<set_read_marker::v3::Request>,
 ) -> ApiResult<RumaResponse<set_read_marker::v3::Response>> {
     let user = request.identity;
@@ -85,6 +100,14 @@ pub(crate) async fn read_markers(
         for (marker, event_id) in markers {
             if let Some(event_id) = event_id {
                 mark(services, &body.room_id, &user.user_id, &marker, &event_id)?;
+                share_receipt(
+                    &federation,
+                    services,
+                    &body.room_id,
+                    &user.user_id,
+                    &marker,
+                    &event_id,
+                )?;
             }
         }
         bump_active(services, &user.user_id)
@@ -128,6 +151,34 @@ fn mark(
         }
     }
     Ok(())
+}
+
+/// Sends a public read receipt to the room's other servers; private receipts and the fully
+/// read marker stay here. Receipts are indexed per room, with no server-wide stream a feeder
+/// could follow, so the handler queues them right after storing them.
+fn share_receipt(
+    federation: &Federation,
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+    marker: &Marker,
+    event_id: &EventId,
+) -> Result<(), ApiError> {
+    let Marker::Receipt(ReceiptKind::Read, thread) = marker else {
+        return Ok(());
+    };
+    let edu = read_receipt_edu(room_id, user_id, event_id, thread.thread_id(), now_ms());
+    queue_for_room(federation, services, room_id, &edu)?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// The thread of a receipt request.

@@ -1,6 +1,11 @@
 //! Typing notifications.
 
+use std::sync::Arc;
+
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
+use axon_federation::Federation;
+use axon_federation::outbound::{queue_for_room, typing_edu};
+use axum::Extension;
 use axum::extract::State;
 use ruma::api::client::typing::create_typing_event::{self, v3::Typing};
 use ruma::events::room::member::MembershipState;
@@ -12,6 +17,7 @@ use crate::client::sync::sync_error;
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`
 pub(crate) async fn typing(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<create_typing_event::v3::Request>,
 ) -> ApiResult<RumaResponse<create_typing_event::v3::Response>> {
     let user = request.identity;
@@ -29,9 +35,21 @@ pub(crate) async fn typing(
     })
     .await?;
     let typing = &state.services().typing;
-    match body.state {
-        Typing::Yes(info) => typing.start(&body.room_id, &user.user_id, Some(info.timeout)),
-        Typing::No => typing.stop(&body.room_id, &user.user_id),
-    }
+    let is_typing = match body.state {
+        Typing::Yes(info) => {
+            typing.start(&body.room_id, &user.user_id, Some(info.timeout));
+            true
+        }
+        Typing::No => {
+            typing.stop(&body.room_id, &user.user_id);
+            false
+        }
+    };
+    // Typing lives in memory only, so it goes to the room's other servers from here.
+    let edu = typing_edu(&body.room_id, &user.user_id, is_typing);
+    blocking(&state, move |services| {
+        queue_for_room(&federation, services, &body.room_id, &edu).map_err(ApiError::from)
+    })
+    .await?;
     Ok(create_typing_event::v3::Response::new().into())
 }
