@@ -235,6 +235,10 @@ column_families! {
     /// What other servers were last told of each local user's devices and cross-signing keys:
     /// (user, kind, id) -> the announced JSON, and the user's last device list `stream_id`.
     FEDERATION_DEVICE_LISTS_SENT = ("federation_device_lists_sent", Ordered);
+    /// Local users' memberships in rooms this server is not in (invites from other servers,
+    /// knocks through them, their rejections): (user id, room id) -> the member event, the
+    /// stripped state, the servers of the room and the stream position.
+    ROOM_OUT_OF_ROOM_MEMBERSHIPS = ("room_out_of_room_memberships", Ordered);
 }
 
 /// The column family called `name`, if the catalogue has one.

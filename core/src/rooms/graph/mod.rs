@@ -51,7 +51,7 @@ pub use self::error::RoomError;
 pub use self::lock::{RoomGuard, RoomLocks};
 pub use self::notifier::StreamNotifier;
 pub use self::query::{RoomInfo, StoredEvent};
-pub use self::remote::RemoteOutcome;
+pub use self::remote::{NewOutOfRoomMembership, OutOfRoomMembership, RemoteOutcome};
 use self::tables::{COUNTERS, STREAM_COUNTER};
 pub use self::tables::{EventStatus, ShortRoomId, StreamPosition, TopoPosition};
 use super::short_ids::ShortIds;

@@ -23,6 +23,8 @@
 //! ask of the graph; `state.rs` holds the state work (states by id, resolution, membership
 //! indexes).
 
+mod history;
+mod out_of_room;
 mod outliers;
 mod serve;
 mod state;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{CanonicalJsonValue, EventId, OwnedEventId, RoomId};
 
+pub use self::out_of_room::{NewOutOfRoomMembership, OutOfRoomMembership};
 use self::state::EventCache;
 use super::append::{PendingDurability, Persist, RoomTarget, StateView};
 use super::query::RoomHead;

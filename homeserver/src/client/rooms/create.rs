@@ -1,10 +1,14 @@
 //! `POST /createRoom`.
 
+use std::sync::Arc;
+
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::rooms::aliases::{self, AliasError};
 use axon_core::rooms::directory;
 use axon_core::rooms::graph::{CreateRoom, InitialStateEvent, RoomError, RoomPreset};
 use axon_core::rooms::room_version::{RoomVersion, default_room_version};
+use axon_federation::Federation;
+use axum::Extension;
 use axum::extract::State;
 use ruma::api::client::room::Visibility;
 use ruma::api::client::room::create_room;
@@ -20,9 +24,12 @@ use super::{blocking, canonical_content};
 /// # `POST /_matrix/client/v3/createRoom`
 pub(crate) async fn create_room(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<create_room::v3::Request>,
 ) -> ApiResult<RumaResponse<create_room::v3::Response>> {
     let creator = request.identity.user_id;
+    let inviter = creator.clone();
+    let is_direct = request.body.is_direct;
     let body = request.body;
     let room_version = match &body.room_version {
         Some(version) => RoomVersion::new(version),
@@ -59,7 +66,12 @@ pub(crate) async fn create_room(
     create.preset = preset;
     create.name = body.name;
     create.topic = body.topic;
-    create.invites = body.invite;
+    // Users of other servers are invited through their servers once the room exists.
+    let (local_invites, remote_invites): (Vec<_>, Vec<_>) = body
+        .invite
+        .into_iter()
+        .partition(|user| user.server_name().as_str() == state.config().server_name);
+    create.invites = local_invites;
     create.initial_state = initial_state;
     create.power_level_content_override = power_level_content_override;
     create.creation_content = creation_content;
@@ -101,6 +113,23 @@ pub(crate) async fn create_room(
         Ok(room_id)
     })
     .await?;
+    for invitee in remote_invites {
+        // The room exists for the client whatever other servers answer: a failed invite is
+        // logged, not an error of the creation.
+        if let Err(error) = super::membership::invite_remote(
+            &state,
+            &federation,
+            &room_id,
+            &inviter,
+            &invitee,
+            None,
+            is_direct,
+        )
+        .await
+        {
+            tracing::info!(%room_id, %invitee, error = %error.message(), "remote invite failed");
+        }
+    }
     Ok(create_room::v3::Response::new(room_id).into())
 }
 

@@ -1,9 +1,13 @@
 //! The join rules that need more than a membership event: knocking on a room of this
 //! server, and the authorising member of a restricted join.
 
+use std::sync::Arc;
+
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
 use axon_core::rooms::power;
+use axon_federation::Federation;
+use axum::Extension;
 use axum::extract::State;
 use ruma::api::client::knock::knock_room;
 use ruma::events::StateEventType;
@@ -22,10 +26,18 @@ use super::membership::{Change, change_membership};
 /// from version 10); a member of the room cannot knock.
 pub(crate) async fn knock(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<knock_room::v3::Request>,
 ) -> ApiResult<RumaResponse<knock_room::v3::Response>> {
     let body = request.body;
+    let mut via = body.via;
     let room_id = match OwnedRoomAliasId::try_from(body.room_id_or_alias.as_str()) {
+        Ok(alias) if alias.server_name().as_str() != state.config().server_name => {
+            let (room_id, servers) =
+                axon_federation::membership::resolve_alias(&federation, &alias).await?;
+            via.extend(servers);
+            room_id
+        }
         Ok(alias) => {
             blocking(&state, move |services| {
                 super::aliases::resolve_local(services, &alias)
@@ -36,15 +48,21 @@ pub(crate) async fn knock(
             .map_err(|_| ApiError::invalid_param("Not a room id or alias"))?,
     };
     let lookup = room_id.clone();
-    if blocking(&state, move |services| {
-        Ok(services.rooms.room_info(&lookup)?)
-    })
-    .await?
-    .is_none()
-    {
-        return Err(ApiError::not_found("Room not found"));
-    }
     let user_id = request.identity.user_id;
+    // A room no user of this server is in is knocked on through one of its servers.
+    let resident = blocking(&state, move |services| {
+        let rooms = &services.rooms;
+        Ok(rooms
+            .members(&lookup, Some(&MembershipState::Join))?
+            .iter()
+            .any(|(member, _)| member.server_name() == rooms.server_name()))
+    })
+    .await?;
+    if !resident {
+        super::membership::knock_remote(&state, &federation, &room_id, &user_id, body.reason, &via)
+            .await?;
+        return Ok(knock_room::v3::Response::new(room_id).into());
+    }
     change_membership(
         &state,
         Change {

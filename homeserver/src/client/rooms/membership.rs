@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::rooms::graph::NewEvent;
-use axon_federation::membership::JoinError;
+use axon_federation::membership::{InviteError, JoinError, RemoteMembershipError};
 use axon_federation::{Federation, FederationError};
 use axum::Extension;
 use axum::extract::State;
@@ -111,6 +111,22 @@ async fn join(
     })
     .await?;
     if !resident {
+        let mut via = via;
+        let (lookup_room, lookup_user) = (room_id.clone(), user_id.clone());
+        // Accepting an invite from another server: the inviter's server is in the room.
+        if let Some(invite) = blocking(state, move |services| {
+            Ok(services
+                .rooms
+                .current_out_of_room_membership(&lookup_room, &lookup_user)?)
+        })
+        .await?
+        {
+            for server in invite.servers {
+                if !via.contains(&server) {
+                    via.push(server);
+                }
+            }
+        }
         return join_remote(state, federation, room_id, user_id, reason, via).await;
     }
     let (lookup_room, lookup_user) = (room_id.clone(), user_id.clone());
@@ -241,12 +257,43 @@ pub(crate) async fn join_by_id_or_alias(
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
+///
+/// In a room this server is not in, where the user is only invited or knocking, the leave goes
+/// through a server of the room (`make_leave`/`send_leave`), or is kept here alone when none
+/// can be reached: the invite is rejected, the knock withdrawn, either way.
 pub(crate) async fn leave(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<leave_room::v3::Request>,
 ) -> ApiResult<RumaResponse<leave_room::v3::Response>> {
     let user_id = request.identity.user_id;
     let body = request.body;
+    let (lookup_room, lookup_user) = (body.room_id.clone(), user_id.clone());
+    let out_of_room = blocking(&state, move |services| {
+        Ok(services
+            .rooms
+            .current_out_of_room_membership(&lookup_room, &lookup_user)?)
+    })
+    .await?;
+    if let Some(previous) = out_of_room {
+        if matches!(
+            previous.membership,
+            MembershipState::Invite | MembershipState::Knock
+        ) {
+            let services = state.services_arc();
+            let via = axon_federation::membership::join_candidates(&body.room_id, &[]);
+            axon_federation::membership::leave_out_of_room(
+                &federation,
+                &services,
+                previous,
+                &via,
+                body.reason,
+            )
+            .await
+            .map_err(|error| ApiError::internal(format!("recording the leave: {error}")))?;
+        }
+        return Ok(leave_room::v3::Response::new().into());
+    }
     change_membership(
         &state,
         Change {
@@ -262,8 +309,12 @@ pub(crate) async fn leave(
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
+///
+/// A user of another server is invited through their server, which must sign the invite
+/// before it is appended (see [`invite_remote`]).
 pub(crate) async fn invite(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<invite_user::v3::Request>,
 ) -> ApiResult<RumaResponse<invite_user::v3::Response>> {
     let body = request.body;
@@ -274,6 +325,19 @@ pub(crate) async fn invite(
             "Third-party invites are not supported",
         ));
     };
+    if recipient.user_id.server_name().as_str() != state.config().server_name {
+        invite_remote(
+            &state,
+            &federation,
+            &body.room_id,
+            &request.identity.user_id,
+            &recipient.user_id,
+            recipient.reason,
+            false,
+        )
+        .await?;
+        return Ok(invite_user::v3::Response::new().into());
+    }
     change_membership(
         &state,
         Change {
@@ -379,4 +443,85 @@ pub(crate) async fn forget(
         ));
     }
     Ok(forget_room::v3::Response::new().into())
+}
+
+/// Invites `invitee`, a user of another server, to `room_id` on behalf of `sender`: the
+/// invitee's server signs the invite before it is appended. Its refusal reaches the client as
+/// a 403 with its message; an unreachable server (or an unusable answer) is a 502, and nothing
+/// is appended either way.
+pub(super) async fn invite_remote(
+    state: &AppState,
+    federation: &Federation,
+    room_id: &RoomId,
+    sender: &UserId,
+    invitee: &UserId,
+    reason: Option<String>,
+    is_direct: bool,
+) -> Result<(), ApiError> {
+    let mut content = CanonicalJsonObject::new();
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), CanonicalJsonValue::String(reason));
+    }
+    if is_direct {
+        content.insert("is_direct".to_owned(), CanonicalJsonValue::Bool(true));
+    }
+    let services = state.services_arc();
+    axon_federation::membership::invite_remote(
+        federation, &services, room_id, sender, invitee, content,
+    )
+    .await
+    .map_err(|error| match error {
+        InviteError::Room(error) => ApiError::from(error),
+        InviteError::Refused {
+            status: 403,
+            message,
+            ..
+        } => ApiError::forbidden(message),
+        other => {
+            tracing::info!(error = %other, "remote invite failed");
+            ApiError::with_status(
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::Unknown,
+                "The invited user's server could not be reached or refused the invite",
+            )
+        }
+    })?;
+    Ok(())
+}
+
+/// Knocks on `room_id`, a room no user of this server is in, through one of `via` or the room
+/// id's server (`make_knock`/`send_knock`); the room then shows under `rooms.knock` in the
+/// user's sync with the stripped state the resident server gave.
+pub(super) async fn knock_remote(
+    state: &AppState,
+    federation: &Federation,
+    room_id: &RoomId,
+    user_id: &UserId,
+    reason: Option<String>,
+    via: &[OwnedServerName],
+) -> Result<(), ApiError> {
+    let servers = axon_federation::membership::join_candidates(room_id, via);
+    let services = state.services_arc();
+    axon_federation::membership::knock_remote(
+        federation, &services, room_id, user_id, &servers, reason,
+    )
+    .await
+    .map_err(|error| match error {
+        RemoteMembershipError::NoServers => {
+            ApiError::not_found("No server to knock on this room through")
+        }
+        RemoteMembershipError::Refused(FederationError::Remote {
+            errcode, message, ..
+        }) if errcode == "M_FORBIDDEN" => ApiError::forbidden(message),
+        RemoteMembershipError::Refused(other) | RemoteMembershipError::Local(other) => other.into(),
+        failed => {
+            tracing::info!(error = %failed, "remote knock failed");
+            ApiError::with_status(
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::Unknown,
+                "No server in the room could be reached to knock on it",
+            )
+        }
+    })?;
+    Ok(())
 }

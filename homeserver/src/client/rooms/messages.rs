@@ -12,10 +12,14 @@
 //! when walking forwards and to its own position when walking backwards.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
+use axon_core::accounts::AuthenticatedUser;
 use axon_core::rooms::graph::{StreamPosition, TopoPosition};
+use axon_federation::Federation;
+use axum::Extension;
 use axum::extract::State;
 use ruma::api::Direction;
 use ruma::api::client::message::get_message_events;
@@ -38,12 +42,44 @@ const MAX_LIMIT: usize = 1000;
 const SCAN_FACTOR: usize = 4;
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
+///
+/// A backward walk that reaches the earliest event we have of a room whose earlier history is
+/// elsewhere (joined through another server) asks the room's other servers for that history
+/// (`/backfill`) and, if they gave some, walks again.
 pub(crate) async fn messages(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<get_message_events::v3::Request>,
 ) -> ApiResult<RumaResponse<get_message_events::v3::Response>> {
     let user = request.identity;
     let body = request.body;
+    let response = page(&state, user.clone(), body.clone()).await?;
+    if body.dir == Direction::Backward && response.end.is_none() {
+        let lookup = body.room_id.clone();
+        let complete = blocking(&state, move |services| {
+            Ok(services.rooms.history_is_complete(&lookup)?)
+        })
+        .await?;
+        if !complete {
+            let services = state.services_arc();
+            match axon_federation::membership::backfill_room(&federation, &services, &body.room_id)
+                .await
+            {
+                Ok(0) => {}
+                Ok(_) => return Ok(page(&state, user, body).await?.into()),
+                Err(error) => tracing::info!(room_id = %body.room_id, %error, "backfill failed"),
+            }
+        }
+    }
+    Ok(response.into())
+}
+
+/// One page of `/messages` from what is stored here.
+async fn page(
+    state: &AppState,
+    user: AuthenticatedUser,
+    body: get_message_events::v3::Request,
+) -> Result<get_message_events::v3::Response, ApiError> {
     let from = body.from.as_deref().map(PageToken::parse).transpose()?;
     let to = body.to.as_deref().map(PageToken::parse).transpose()?;
     // The filter's own limit, when it has one, can only lower the query's.
@@ -55,7 +91,7 @@ pub(crate) async fn messages(
         .unwrap_or(MAX_LIMIT)
         .min(MAX_LIMIT);
     let dir = body.dir;
-    blocking(&state, move |services| {
+    blocking(state, move |services| {
         let rooms = &services.rooms;
         let room_id = &body.room_id;
         let reader = Reader::new(rooms, room_id, &user.user_id)?;
@@ -135,7 +171,7 @@ pub(crate) async fn messages(
         if filter::lazy_load_members(&body.filter) {
             response.state = sender_members(services, &senders)?;
         }
-        Ok(response.into())
+        Ok(response)
     })
     .await
 }

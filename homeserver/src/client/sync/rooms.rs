@@ -6,12 +6,14 @@
 //! room the user joined after `since` comes as on an initial sync: its recent timeline and
 //! the full state before it.
 
+use std::collections::BTreeMap;
+
 use axon_api::ApiError;
-use axon_core::rooms::graph::StreamPosition;
+use axon_core::rooms::graph::{OutOfRoomMembership, StreamPosition};
 use axon_core::rooms::pdu::Pdu;
 use ruma::events::StateEventType;
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedUserId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::{Value, json};
 
 use super::context::Context;
@@ -40,8 +42,9 @@ const HEROES: usize = 5;
 pub(crate) fn rooms(ctx: &Context<'_>) -> Result<Rooms, ApiError> {
     let mut out = Rooms::default();
     let rooms = &ctx.services.rooms;
+    let out_of_room = out_of_room_memberships(ctx)?;
     for (room_id, membership) in rooms.rooms_of_user(&ctx.user.user_id)? {
-        if !room_included(ctx.filter, &room_id) {
+        if !room_included(ctx.filter, &room_id) || out_of_room.contains_key(&room_id) {
             continue;
         }
         let Some((member, position)) = membership_event(ctx, &room_id)? else {
@@ -87,7 +90,91 @@ pub(crate) fn rooms(ctx: &Context<'_>) -> Result<Rooms, ApiError> {
             _ => {}
         }
     }
+    for recorded in out_of_room.into_values() {
+        out_of_room_section(ctx, &mut out, recorded)?;
+    }
     Ok(out)
+}
+
+/// The user's memberships in rooms this server is not in (invites from other servers, knocks
+/// through them, their rejections) that are newer than what the room graph says.
+fn out_of_room_memberships(
+    ctx: &Context<'_>,
+) -> Result<BTreeMap<OwnedRoomId, OutOfRoomMembership>, ApiError> {
+    let rooms = &ctx.services.rooms;
+    let mut current = BTreeMap::new();
+    for recorded in rooms.out_of_room_memberships(&ctx.user.user_id)? {
+        if room_included(ctx.filter, &recorded.room_id) && rooms.supersedes_graph(&recorded)? {
+            current.insert(recorded.room_id.clone(), recorded);
+        }
+    }
+    Ok(current)
+}
+
+/// The section of a room this server is not in: its stripped state, as the other server gave
+/// it, for an invite or a knock; the leave alone for a rejected invite or withdrawn knock.
+fn out_of_room_section(
+    ctx: &Context<'_>,
+    out: &mut Rooms,
+    recorded: OutOfRoomMembership,
+) -> Result<(), ApiError> {
+    if recorded.stream > ctx.upto {
+        return Ok(());
+    }
+    let changed = ctx
+        .since_stream()
+        .is_none_or(|since| recorded.stream > since);
+    let stripped = || {
+        let mut events: Vec<Value> = recorded
+            .stripped_state
+            .iter()
+            .filter_map(stripped_event)
+            .collect();
+        events.push(ctx.state_event(&recorded.event));
+        events
+    };
+    match recorded.membership {
+        MembershipState::Invite if changed && !ctx.is_ignored(recorded.event.sender()) => {
+            out.invite.insert(
+                recorded.room_id.clone(),
+                InvitedRoom {
+                    invite_state: stripped().into(),
+                },
+            );
+        }
+        MembershipState::Knock if changed => {
+            out.knock.insert(
+                recorded.room_id.clone(),
+                KnockedRoom {
+                    knock_state: stripped().into(),
+                },
+            );
+        }
+        MembershipState::Leave | MembershipState::Ban => {
+            let wanted = match ctx.since_stream() {
+                Some(since) => recorded.stream > since,
+                None => ctx.filter.room.include_leave,
+            };
+            if wanted {
+                let mut left = LeftRoom::default();
+                left.timeline.events.push(ctx.state_event(&recorded.event));
+                out.leave.insert(recorded.room_id.clone(), left);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A stripped state entry from another server (a full PDU or the stripped form) in the
+/// stripped form clients get: type, state key, content and sender.
+fn stripped_event(entry: &Value) -> Option<Value> {
+    Some(json!({
+        "type": entry.get("type")?.as_str()?,
+        "state_key": entry.get("state_key")?.as_str()?,
+        "content": entry.get("content")?.as_object()?,
+        "sender": entry.get("sender")?.as_str()?,
+    }))
 }
 
 /// The user's current membership event in the room and its stream position.
