@@ -10,7 +10,7 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use super::tables::{TO_DEVICE, TO_DEVICE_TXNS};
 use super::{E2ee, E2eeError};
-use crate::rooms::graph::{Rooms, StreamPosition};
+use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::{Direction, KeyCodec, KeyRange, WriteBatch};
 
 /// One message to queue: the target device and the content.
@@ -75,7 +75,18 @@ impl E2ee {
         }
         let mut duplicate = false;
         let count = messages.len();
-        let position = rooms.write_at_next_position(|batch, position| {
+        // Messages for one user (the usual case) wake that user's syncs alone.
+        let audience = match messages.first() {
+            Some(first)
+                if messages
+                    .iter()
+                    .all(|message| message.user_id == first.user_id) =>
+            {
+                Some(Audience::User(first.user_id.clone()))
+            }
+            _ => None,
+        };
+        let write = |batch: &mut crate::storage::WriteBatch, position| {
             // Checked again under the stream's allocation lock, which serialises writers:
             // two concurrent retries cannot both queue.
             if TO_DEVICE_TXNS.contains(self.store(), &txn_key)? {
@@ -97,7 +108,11 @@ impl E2ee {
                 );
             }
             Ok(())
-        })?;
+        };
+        let position = match audience {
+            Some(audience) => rooms.write_at_next_position_for(audience, write)?,
+            None => rooms.write_at_next_position(write)?,
+        };
         if duplicate {
             return Ok(SendOutcome::Duplicate);
         }

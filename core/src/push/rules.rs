@@ -8,7 +8,7 @@ use ruma::{OwnedUserId, UserId};
 
 use super::tables::{RULES, RulesRecord};
 use super::{Push, PushError, lock};
-use crate::rooms::graph::{Rooms, StreamPosition};
+use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::Json;
 
 impl Push {
@@ -161,7 +161,8 @@ impl Push {
         let mut ruleset = self.rules(user_id)?;
         change(&mut ruleset)?;
         let user: OwnedUserId = user_id.to_owned();
-        Ok(rooms.write_at_next_position(|batch, stream| {
+        let audience = Audience::User(user.clone());
+        Ok(rooms.write_at_next_position_for(audience, |batch, stream| {
             RULES.put(batch, &user, &Json(RulesRecord { ruleset, stream }));
             Ok(())
         })?)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::SyncError;
-use crate::rooms::graph::{Rooms, StreamPosition};
+use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::{Direction, Json, KeyCodec, KeyRange, KvStore, Table, catalogue};
 
 /// `(user, room id or "" for global data, type)` -> the content.
@@ -80,7 +80,8 @@ impl AccountData {
         }
         let key = (user_id.to_owned(), room_key(room_id), kind.to_owned());
         let store = &*self.store;
-        Ok(rooms.write_at_next_position(|batch, stream| {
+        let audience = Audience::User(user_id.to_owned());
+        Ok(rooms.write_at_next_position_for(audience, |batch, stream| {
             // Under the allocation lock: no other write can interleave between this read and
             // the batch, so the old change entry is the live one.
             if let Some(Json(old)) = DATA.get(store, &key)? {

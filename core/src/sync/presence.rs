@@ -14,16 +14,21 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use ruma::events::room::member::MembershipState;
 use ruma::presence::PresenceState;
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{SyncError, now_ms};
-use crate::rooms::graph::{Rooms, StreamPosition};
+use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::{Direction, Json, KeyCodec, KeyRange, KvStore, Table, catalogue};
 
 const PRESENCE: Table<OwnedUserId, Json<Record>> = Table::new(&catalogue::PRESENCE);
 const CHANGES: Table<StreamPosition, Json<OwnedUserId>> = Table::new(&catalogue::PRESENCE_STREAM);
+
+/// The most rooms a presence change names as its audience (see [`Audience`]); a user in
+/// more wakes every waiting sync instead.
+const MAX_AUDIENCE_ROOMS: usize = 64;
 
 /// A user active within this long counts as `currently_active`, and activity is stored again
 /// only after this long, so a busy user does not write at every action.
@@ -294,7 +299,7 @@ impl Presence {
     ) -> Result<(), SyncError> {
         let user = user_id.to_owned();
         let store = &*self.store;
-        rooms.write_at_next_position(|batch, stream| {
+        let write = |batch: &mut crate::storage::WriteBatch, stream| {
             if let Some(Json(old)) = PRESENCE.get(store, &user)? {
                 CHANGES.delete(batch, &old.stream);
             }
@@ -310,7 +315,26 @@ impl Presence {
             );
             CHANGES.put(batch, &stream, &Json(user.clone()));
             Ok(())
-        })?;
+        };
+        // Who sees the change: everyone sharing a joined or invited room with the user. A user
+        // in many rooms would make a long audience; their change wakes every sync instead.
+        let shared: Vec<_> = rooms
+            .rooms_of_user(&user)?
+            .into_iter()
+            .filter(|(_, membership)| {
+                matches!(membership, MembershipState::Join | MembershipState::Invite)
+            })
+            .map(|(room_id, _)| room_id)
+            .collect();
+        if shared.len() <= MAX_AUDIENCE_ROOMS {
+            let audience = Audience::UserAndRoomMates {
+                user_id: user.clone(),
+                rooms: shared,
+            };
+            rooms.write_at_next_position_for(audience, write)?;
+        } else {
+            rooms.write_at_next_position(write)?;
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{SyncError, now_ms};
-use crate::rooms::graph::{Rooms, StreamPosition};
+use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::{Direction, Json, KeyCodec, KeyRange, KvStore, Table, catalogue};
 
 /// `(room, user, type, thread)` -> the receipt; the thread is "" (unthreaded), "main" or the
@@ -180,7 +180,8 @@ impl Receipts {
             return Ok(None);
         }
         let mut moved = false;
-        let stream = rooms.write_at_next_position(|batch, stream| {
+        let audience = Audience::Room(room_id.to_owned());
+        let stream = rooms.write_at_next_position_for(audience, |batch, stream| {
             // Again under the allocation lock, for a receipt written meanwhile.
             let old = RECEIPTS.get(store, &key)?;
             if not_newer(&old) {

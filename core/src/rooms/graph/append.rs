@@ -20,7 +20,7 @@ use super::tables::{
     ROOM_MEMBERSHIPS, ROOMS, RoomRecord, SHORT_ROOM_COUNTER, STREAM_COUNTER, STREAM_EVENTS,
     ShortRoomId, StreamPosition, TIMELINE, TOPOLOGY, USER_MEMBERSHIPS,
 };
-use super::{RoomError, RoomGuard, Rooms};
+use super::{Audience, RoomError, RoomGuard, Rooms};
 use crate::rooms::auth::check_auth;
 use crate::rooms::pdu::{Pdu, PduBuilder, redact};
 use crate::rooms::room_version::RoomVersion;
@@ -225,8 +225,29 @@ impl Rooms {
         &self,
         fill: impl FnOnce(&mut crate::storage::WriteBatch, StreamPosition) -> Result<(), RoomError>,
     ) -> Result<StreamPosition, RoomError> {
+        self.write_at_next_position_inner(None, fill)
+    }
+
+    /// [`Rooms::write_at_next_position`] for data that concerns only `audience`: waiting
+    /// syncs of other users need not look.
+    pub fn write_at_next_position_for(
+        &self,
+        audience: Audience,
+        fill: impl FnOnce(&mut crate::storage::WriteBatch, StreamPosition) -> Result<(), RoomError>,
+    ) -> Result<StreamPosition, RoomError> {
+        self.write_at_next_position_inner(Some(audience), fill)
+    }
+
+    fn write_at_next_position_inner(
+        &self,
+        audience: Option<Audience>,
+        fill: impl FnOnce(&mut crate::storage::WriteBatch, StreamPosition) -> Result<(), RoomError>,
+    ) -> Result<StreamPosition, RoomError> {
         let mut batch = self.short_ids.begin();
         let stream = StreamPosition(batch.allocate(&*self.store, STREAM_COUNTER)?);
+        if let Some(audience) = audience {
+            self.notifier.record(stream, audience);
+        }
         fill(batch.write_batch(), stream)?;
         let ticket = batch.commit_unsynced(&*self.store, &self.group_sync)?;
         self.make_durable(PendingDurability { stream, ticket })?;
@@ -362,6 +383,16 @@ impl Rooms {
             .short_ids
             .get_or_create_event(store, batch, pdu.event_id())?;
         let stream = StreamPosition(batch.allocate(store, STREAM_COUNTER)?);
+        self.notifier.record(
+            stream,
+            match &membership {
+                Some((user_id, _)) => Audience::Member {
+                    room_id: input.room_id.to_owned(),
+                    user_id: user_id.clone(),
+                },
+                None => Audience::Room(input.room_id.to_owned()),
+            },
+        );
         let state_after = match pdu.state_key() {
             Some(state_key) => {
                 let kind = StateEventType::from(pdu.kind().to_string());

@@ -49,7 +49,7 @@ pub use self::append::{AppendedEvent, MAX_PREV_EVENTS, NewEvent};
 pub use self::create::{CreateRoom, InitialStateEvent, RoomPreset};
 pub use self::error::RoomError;
 pub use self::lock::{RoomGuard, RoomLocks};
-pub use self::notifier::StreamNotifier;
+pub use self::notifier::{Audience, StreamAudience, StreamNotifier};
 pub use self::query::{RoomInfo, StoredEvent};
 pub use self::remote::{NewOutOfRoomMembership, OutOfRoomMembership, RemoteOutcome};
 use self::tables::{COUNTERS, STREAM_COUNTER};

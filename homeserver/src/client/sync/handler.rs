@@ -3,19 +3,26 @@
 //! A sync computes everything after `since` up to the current stream position and typing
 //! serial. When there is nothing new and the client gave a `timeout`, the request waits on
 //! the stream notifier and the typing serial (both `watch` channels: an idle long poll is its
-//! request future and two receivers, nothing more) until either moves, recomputes, and keeps
-//! waiting while nothing concerns the user, until the deadline.
+//! request future, two receivers and the hashes of the user's rooms, nothing more) until
+//! either moves. New positions whose recorded audience (a room, a user, a user's room mates)
+//! leaves the user out are passed without computing anything; otherwise the sync recomputes
+//! and keeps waiting while nothing concerns the user, until the deadline.
 
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
 use axon_core::accounts::AuthenticatedUser;
+use axon_core::rooms::graph::{Audience, StreamAudience};
 use axum::Json;
 use axum::extract::State;
 use ruma::api::client::filter::{FilterDefinition, create_filter, get_filter};
 use ruma::api::client::sync::sync_events;
+use ruma::events::room::member::MembershipState;
+use ruma::{RoomId, UserId};
 use tokio::time::Instant;
 
 use super::context::Context;
@@ -84,12 +91,13 @@ pub(crate) async fn sync(
                 "push rule evaluation is behind; unread counts may be late"
             );
         }
-        let response = {
+        let (response, watched) = {
             let (user, filter) = (Arc::clone(&user), Arc::clone(&filter));
             blocking(&state, move |services| {
-                compute(
+                let response = compute(
                     services, &user, &filter, since, full_state, upto, typing_now,
-                )
+                )?;
+                Ok((response, WatchedRooms::of(services, &user.user_id)?))
             })
             .await?
         };
@@ -97,24 +105,95 @@ pub(crate) async fn sync(
             return Ok(Json(response));
         }
         // Nothing for this user up to here: what comes next is measured from here.
-        since = Some(SyncToken {
+        let mut token = SyncToken {
             stream: upto,
             typing: typing_now,
-        });
-        tokio::select! {
-            changed = stream.changed() => {
-                if changed.is_err() {
-                    return Ok(Json(response));
+        };
+        // Wait until something after the token concerns this user. Positions whose audience
+        // leaves the user out are passed without computing a response, so a busy server's
+        // events wake only the syncs they concern.
+        loop {
+            tokio::select! {
+                changed = stream.changed() => {
+                    if changed.is_err() {
+                        return Ok(Json(response));
+                    }
                 }
-            }
-            changed = typing.changed() => {
-                if changed.is_err() {
-                    return Ok(Json(response));
+                changed = typing.changed() => {
+                    if changed.is_err() {
+                        return Ok(Json(response));
+                    }
                 }
+                () = tokio::time::sleep_until(deadline) => return Ok(Json(response)),
             }
-            () = tokio::time::sleep_until(deadline) => return Ok(Json(response)),
+            let upto = services.rooms.current_stream_position();
+            if services.typing.current() != token.typing {
+                break;
+            }
+            match services.rooms.notifier().audience(token.stream, upto) {
+                StreamAudience::Listed(audiences)
+                    if !audiences
+                        .iter()
+                        .any(|audience| watched.concerned(&user.user_id, audience)) =>
+                {
+                    token.stream = upto;
+                }
+                _ => break,
+            }
+        }
+        since = Some(token);
+    }
+}
+
+/// The rooms whose events concern a waiting sync: those the user is joined to, invited to
+/// or knocking on (events of rooms they left are not delivered). Held as hashes of the room
+/// ids, a few bytes each for thousands of waiters: a collision only makes a sync look.
+#[derive(Debug)]
+struct WatchedRooms(HashSet<u64>);
+
+impl WatchedRooms {
+    fn of(services: &Services, user_id: &UserId) -> Result<Self, ApiError> {
+        Ok(Self(
+            services
+                .rooms
+                .rooms_of_user(user_id)?
+                .into_iter()
+                .filter(|(_, membership)| {
+                    matches!(
+                        membership,
+                        MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+                    )
+                })
+                .map(|(room_id, _)| room_hash(&room_id))
+                .collect(),
+        ))
+    }
+
+    fn contains(&self, room_id: &RoomId) -> bool {
+        self.0.contains(&room_hash(room_id))
+    }
+
+    /// Whether a position with `audience` may concern `user_id`.
+    fn concerned(&self, user_id: &UserId, audience: &Audience) -> bool {
+        match audience {
+            Audience::Room(room_id) => self.contains(room_id),
+            Audience::Member {
+                room_id,
+                user_id: member,
+            } => member == user_id || self.contains(room_id),
+            Audience::User(owner) => owner == user_id,
+            Audience::UserAndRoomMates {
+                user_id: subject,
+                rooms,
+            } => subject == user_id || rooms.iter().any(|room_id| self.contains(room_id)),
         }
     }
+}
+
+fn room_hash(room_id: &RoomId) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    room_id.as_str().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One sync response from `since` to `upto`.
@@ -202,5 +281,53 @@ pub(crate) fn sync_error(error: axon_core::sync::SyncError) -> ApiError {
         SyncError::InvalidParam(reason) => ApiError::invalid_param(reason),
         SyncError::Rooms(error) => ApiError::from(error),
         other => ApiError::internal(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{OwnedRoomId, OwnedUserId};
+
+    use super::*;
+
+    fn room(id: &str) -> OwnedRoomId {
+        OwnedRoomId::try_from(id).unwrap()
+    }
+
+    fn user(id: &str) -> OwnedUserId {
+        OwnedUserId::try_from(id).unwrap()
+    }
+
+    #[test]
+    fn only_audiences_naming_the_user_or_a_watched_room_concern_a_waiting_sync() {
+        let watched = WatchedRooms([room_hash(&room("!mine:a.test"))].into_iter().collect());
+        let me = user("@me:a.test");
+        let concerned = |audience: Audience| watched.concerned(&me, &audience);
+
+        assert!(concerned(Audience::Room(room("!mine:a.test"))));
+        assert!(!concerned(Audience::Room(room("!other:a.test"))));
+        // Invited to, or removed from, a room not watched yet.
+        assert!(concerned(Audience::Member {
+            room_id: room("!other:a.test"),
+            user_id: me.clone(),
+        }));
+        assert!(!concerned(Audience::Member {
+            room_id: room("!other:a.test"),
+            user_id: user("@you:a.test"),
+        }));
+        assert!(concerned(Audience::User(me.clone())));
+        assert!(!concerned(Audience::User(user("@you:a.test"))));
+        assert!(concerned(Audience::UserAndRoomMates {
+            user_id: user("@you:a.test"),
+            rooms: vec![room("!other:a.test"), room("!mine:a.test")],
+        }));
+        assert!(!concerned(Audience::UserAndRoomMates {
+            user_id: user("@you:a.test"),
+            rooms: vec![room("!other:a.test")],
+        }));
+        assert!(concerned(Audience::UserAndRoomMates {
+            user_id: me.clone(),
+            rooms: Vec::new(),
+        }));
     }
 }
