@@ -11,6 +11,8 @@
 //! - [`acl`]: the configured allow/deny lists and rooms' `m.room.server_acl`.
 //! - [`inbound`]: `/send` transactions (PDUs and EDUs) and the endpoints other servers read
 //!   rooms, events, directories and keys through.
+//! - [`hierarchy`]: the space hierarchy served to other servers, and asked of them (cached
+//!   briefly) for rooms this server is not in.
 //!
 //! The [`Federation`] service is built once at start-up and installed on the router as an
 //! `axum::Extension<Arc<Federation>>`, where federation handlers (and client handlers that
@@ -35,6 +37,7 @@ use ruma::api::federation::query::get_profile_information;
 pub mod acl;
 pub mod client;
 mod error;
+pub mod hierarchy;
 pub mod inbound;
 pub mod ip;
 pub mod key_fetch;
@@ -65,6 +68,7 @@ pub struct Federation {
     client: Arc<FederationClient>,
     key_fetcher: KeyFetcher,
     outbound: outbound::Outbound,
+    hierarchy: hierarchy::RemoteHierarchy,
 }
 
 impl Federation {
@@ -143,6 +147,7 @@ impl Federation {
         )?;
         Ok(Arc::new(Self {
             outbound,
+            hierarchy: hierarchy::RemoteHierarchy::new(),
             enabled: federation.enabled,
             max_request_bytes: config.http.max_request_bytes,
             own_keys: Arc::clone(&services.keys),
@@ -169,6 +174,11 @@ impl Federation {
     /// The outbound queue ([`outbound::run`] delivers it).
     pub fn outbound(&self) -> &outbound::Outbound {
         &self.outbound
+    }
+
+    /// Other servers' space hierarchies, cached briefly.
+    pub fn hierarchy(&self) -> &hierarchy::RemoteHierarchy {
+        &self.hierarchy
     }
 
     /// This server's signing key.
@@ -201,6 +211,9 @@ pub fn routes() -> Router<AppState> {
             _,
             _,
         >(media::thumbnail)
+        .ruma_route::<ruma::api::federation::space::get_hierarchy::v1::Request, _, _>(
+            hierarchy::serve,
+        )
         .merge(inbound::routes())
         .merge(membership::routes())
         .route_layer(axum::middleware::from_fn(signing::verify_layer))

@@ -1,8 +1,8 @@
 //! Room summaries and the space hierarchy: what a user may learn about a room without being in
 //! it, and the breadth-first walk of a space's `m.space.child` tree.
 //!
-//! Only rooms known to this server are walked; a child that is not known here is left out
-//! (fetching it over federation is not built yet).
+//! Only rooms known to this server are walked here; the client endpoint asks other servers'
+//! federation `/hierarchy` for rooms this server is not in, with the same page tokens.
 //!
 //! A room is *accessible* to a user (the spec's rules for the summary and hierarchy APIs) when
 //! the user is joined, invited or knocking, or the room's history is world readable, or its join
@@ -20,7 +20,7 @@ use ruma::events::room::member::MembershipState;
 use ruma::room::{JoinRule, JoinRuleSummary, RoomSummary, RoomType};
 use ruma::{
     CanonicalJsonValue, EventEncryptionAlgorithm, OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId,
-    RoomId, UInt, UserId,
+    RoomId, ServerName, UInt, UserId,
 };
 
 use crate::rooms::graph::{RoomError, Rooms};
@@ -112,6 +112,60 @@ pub fn is_accessible(
     }
 }
 
+/// Whether users of `server` may learn about `room_id` (the federation `/hierarchy` rules): the
+/// room is world readable, its join rule is `public`, `knock` or `knock_restricted`, a user of
+/// the server is joined, invited or knocking, or the join rule is `restricted` and a user of
+/// the server is joined to one of the allowed rooms.
+pub fn is_accessible_to_server(
+    rooms: &Rooms,
+    room_id: &RoomId,
+    summary: &RoomSummary,
+    server: &ServerName,
+) -> Result<bool, RoomError> {
+    if summary.world_readable {
+        return Ok(true);
+    }
+    let has_member = |room_id: &RoomId, wanted: &[MembershipState]| -> Result<bool, RoomError> {
+        Ok(rooms
+            .members(room_id, None)?
+            .iter()
+            .any(|(user, membership)| user.server_name() == server && wanted.contains(membership)))
+    };
+    if has_member(
+        room_id,
+        &[
+            MembershipState::Join,
+            MembershipState::Invite,
+            MembershipState::Knock,
+        ],
+    )? {
+        return Ok(true);
+    }
+    match &summary.join_rule {
+        JoinRuleSummary::Public | JoinRuleSummary::Knock | JoinRuleSummary::KnockRestricted(_) => {
+            Ok(true)
+        }
+        JoinRuleSummary::Restricted(restricted) => {
+            for allowed in &restricted.allowed_room_ids {
+                if has_member(allowed, &[MembershipState::Join])? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Whether a user of this server is joined to the room, so its state here is current (a room
+/// this server left, or only heard of, may have changed since).
+pub fn is_resident(rooms: &Rooms, room_id: &RoomId) -> Result<bool, RoomError> {
+    Ok(rooms
+        .members(room_id, Some(&MembershipState::Join))?
+        .iter()
+        .any(|(user, _)| user.server_name() == rooms.server_name()))
+}
+
 /// One room of a hierarchy page.
 #[derive(Clone, Debug)]
 pub struct HierarchyRoom {
@@ -156,7 +210,7 @@ pub fn hierarchy(
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let skip = match &query.from {
         None => 0,
-        Some(token) => parse_token(token, max_depth, query.suggested_only)?,
+        Some(token) => parse_page_token(token, max_depth, query.suggested_only)?,
     };
     let Some(root_summary) = summary(rooms, root)? else {
         return Err(RoomError::NotFound("room"));
@@ -184,7 +238,7 @@ pub fn hierarchy(
             // One more accessible room exists past this page.
             return Ok(HierarchyPage {
                 rooms: page,
-                next_batch: Some(token(served, max_depth, query.suggested_only)),
+                next_batch: Some(page_token(served, max_depth, query.suggested_only)),
             });
         }
         let children = children(rooms, &room_id, query.suggested_only)?;
@@ -255,11 +309,18 @@ fn content_string(pdu: &Pdu, field: &str) -> Option<String> {
     }
 }
 
-fn token(skip: usize, max_depth: usize, suggested_only: bool) -> String {
+/// The `next_batch` token of a page after the first `skip` rooms of a walk.
+pub fn page_token(skip: usize, max_depth: usize, suggested_only: bool) -> String {
     format!("h{skip}_{max_depth}_{}", u8::from(suggested_only))
 }
 
-fn parse_token(token: &str, max_depth: usize, suggested_only: bool) -> Result<usize, RoomError> {
+/// How many rooms of the walk a `from` token skips; [`RoomError::InvalidParam`] when it is not
+/// a token or was made for another `max_depth` or `suggested_only`.
+pub fn parse_page_token(
+    token: &str,
+    max_depth: usize,
+    suggested_only: bool,
+) -> Result<usize, RoomError> {
     let invalid = || RoomError::InvalidParam(format!("invalid pagination token {token:?}"));
     let mut parts = token.strip_prefix('h').ok_or_else(invalid)?.split('_');
     let skip: usize = parts
@@ -284,22 +345,67 @@ fn parse_token(token: &str, max_depth: usize, suggested_only: bool) -> Result<us
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use ruma::{RoomVersionId, owned_user_id, room_id, server_name};
+
     use super::*;
+    use crate::keys::ServerKeys;
+    use crate::rooms::graph::{CreateRoom, RoomPreset};
+    use crate::rooms::room_version::RoomVersion;
+    use crate::storage::MemoryStore;
+
+    #[test]
+    fn servers_see_public_rooms_and_rooms_they_have_members_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys =
+            Arc::new(ServerKeys::load_or_create(dir.path(), server_name!("a.test")).unwrap());
+        let rooms = Rooms::new(Arc::new(MemoryStore::new()), keys).unwrap();
+        let version = RoomVersion::new(&RoomVersionId::V11).unwrap();
+        let mut private = CreateRoom::new(owned_user_id!("@owner:a.test"), version.clone());
+        private.preset = RoomPreset::PrivateChat;
+        private.invites = vec![owned_user_id!("@guest:b.test")];
+        let private = rooms.create_room(private).unwrap();
+        let mut public = CreateRoom::new(owned_user_id!("@owner:a.test"), version);
+        public.preset = RoomPreset::PublicChat;
+        let public = rooms.create_room(public).unwrap();
+
+        let private_summary = summary(&rooms, &private).unwrap().unwrap();
+        let public_summary = summary(&rooms, &public).unwrap().unwrap();
+        let sees = |room: &RoomId, summary: &RoomSummary, server: &str| {
+            let server = ServerName::parse(server).unwrap();
+            is_accessible_to_server(&rooms, room, summary, &server).unwrap()
+        };
+        // Joined here, invited on b.test, nothing on c.test.
+        assert!(sees(&private, &private_summary, "a.test"));
+        assert!(sees(&private, &private_summary, "b.test"));
+        assert!(!sees(&private, &private_summary, "c.test"));
+        assert!(sees(&public, &public_summary, "c.test"));
+
+        assert!(is_resident(&rooms, &private).unwrap());
+        assert!(!is_resident(&rooms, room_id!("!unknown:a.test")).unwrap());
+    }
 
     #[test]
     fn tokens_round_trip_and_must_keep_their_parameters() {
-        assert_eq!(parse_token(&token(7, 3, true), 3, true).unwrap(), 7);
+        assert_eq!(
+            parse_page_token(&page_token(7, 3, true), 3, true).unwrap(),
+            7
+        );
         assert!(matches!(
-            parse_token(&token(7, 3, true), 4, true),
+            parse_page_token(&page_token(7, 3, true), 4, true),
             Err(RoomError::InvalidParam(_))
         ));
         assert!(matches!(
-            parse_token(&token(7, 3, true), 3, false),
+            parse_page_token(&page_token(7, 3, true), 3, false),
             Err(RoomError::InvalidParam(_))
         ));
         for bad in ["7_3_1", "hx_3_1", "h7_3", "h7_3_1_2", ""] {
             assert!(
-                matches!(parse_token(bad, 3, true), Err(RoomError::InvalidParam(_))),
+                matches!(
+                    parse_page_token(bad, 3, true),
+                    Err(RoomError::InvalidParam(_))
+                ),
                 "{bad}"
             );
         }

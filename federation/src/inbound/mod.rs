@@ -37,6 +37,7 @@ use ruma::api::federation::keys::{claim_keys, get_keys};
 use ruma::api::federation::query::get_room_information;
 use ruma::api::federation::transactions::send_transaction_message;
 
+pub(crate) use self::access::{check_acl, joined_servers};
 pub use self::error::InboundError;
 pub use self::fetch::verify_pdu;
 

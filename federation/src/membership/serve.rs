@@ -31,7 +31,7 @@ use ruma::events::{StateEventType, TimelineEventType};
 use ruma::room::{AllowRule, JoinRule};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedUserId,
-    RoomId, RoomVersionId, UserId,
+    RoomId, RoomVersionId, ServerName, UserId,
 };
 use serde_json::value::{RawValue as RawJsonValue, to_raw_value};
 
@@ -139,12 +139,18 @@ fn check_origin(
             "The user does not belong to the requesting server",
         ));
     }
-    if !crate::acl::server_acl_allows(&services.rooms, room_id, origin.server_name())? {
-        return Err(ApiError::forbidden(
+    check_acl(services, room_id, origin.server_name())
+}
+
+/// `M_FORBIDDEN` when the room's server ACL refuses `server`.
+fn check_acl(services: &Services, room_id: &RoomId, server: &ServerName) -> Result<(), ApiError> {
+    if crate::acl::server_acl_allows(&services.rooms, room_id, server)? {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
             "The room's server ACL refuses this server",
-        ));
+        ))
     }
-    Ok(())
 }
 
 /// For a restricted join of `user_id`: a local member who may invite, named in
@@ -349,8 +355,9 @@ async fn accept_membership(
 ) -> Result<Accepted, ApiError> {
     let services = state.services_arc();
     let (room_id, origin) = (send.room_id, send.origin);
-    let lookup = room_id.to_owned();
+    let (lookup, acl_origin) = (room_id.to_owned(), origin.server_name().to_owned());
     let version = blocking(state, move |services| {
+        check_acl(services, &lookup, &acl_origin)?;
         check_resident(services, &lookup)?;
         services
             .rooms
@@ -456,16 +463,48 @@ fn check_membership_event(
     Ok(())
 }
 
+/// How many members the spec's room summary names as heroes.
+const HEROES: usize = 5;
+
+/// The answer to a `send_join`: the state before the join and the auth chain, in the
+/// federation format.
+struct JoinState {
+    state: PduList,
+    auth_chain: PduList,
+    /// With `omit_members`: the servers with a joined member, this one first.
+    servers_in_room: Option<Vec<String>>,
+}
+
 /// The state before `pdu` and its auth chain (with the join's), in the federation format.
-fn room_state_for(services: &Services, pdu: &Pdu) -> Result<(PduList, PduList), ApiError> {
+///
+/// With `omit_members` (MSC3706, a partial-state join), member events are left out of the
+/// state except the joining user's own and, when the room has neither a name nor a canonical
+/// alias, the heroes' (the members a client names the room after); the auth chain then covers
+/// only what is returned, without the events already in the state.
+fn room_state_for(
+    services: &Services,
+    pdu: &Pdu,
+    omit_members: bool,
+) -> Result<JoinState, ApiError> {
     let rooms = &services.rooms;
-    let state = rooms.state_before_event(pdu.event_id())?;
+    let mut state = rooms.state_before_event(pdu.event_id())?;
+    if omit_members {
+        let keep = kept_members(&state, pdu.sender());
+        state.retain(|event| {
+            *event.kind() != TimelineEventType::RoomMember
+                || event.state_key().is_some_and(|key| keep.contains(key))
+        });
+    }
     let mut chain_ids: Vec<_> = state
         .iter()
         .map(|event| event.event_id().to_owned())
         .collect();
     chain_ids.push(pdu.event_id().to_owned());
-    let chain = rooms.auth_chain(&chain_ids)?;
+    let mut chain = rooms.auth_chain(&chain_ids)?;
+    if omit_members {
+        let in_state: BTreeSet<&EventId> = state.iter().map(Pdu::event_id).collect();
+        chain.retain(|event| !in_state.contains(event.event_id()));
+    }
     let json = |event: &Pdu| -> Result<Option<Box<RawJsonValue>>, ApiError> {
         rooms
             .pdu_json_for_federation(event.event_id())?
@@ -480,7 +519,65 @@ fn room_state_for(services: &Services, pdu: &Pdu) -> Result<(PduList, PduList), 
     for event in &chain {
         chain_json.extend(json(event)?);
     }
-    Ok((state_json, chain_json))
+    let servers_in_room = if omit_members {
+        let mut servers: Vec<String> = crate::inbound::joined_servers(rooms, pdu.room_id())?
+            .into_iter()
+            .map(|server| server.to_string())
+            .collect();
+        // The joining server is in the room now, whether or not the index shows it yet.
+        let joining = pdu.sender().server_name().to_string();
+        if !servers.contains(&joining) {
+            servers.push(joining);
+        }
+        Some(servers)
+    } else {
+        None
+    };
+    Ok(JoinState {
+        state: state_json,
+        auth_chain: chain_json,
+        servers_in_room,
+    })
+}
+
+/// The state keys of the member events a partial-state join keeps: the joining user's and,
+/// when the room has no name and no canonical alias, the heroes' (the first [`HEROES`] joined
+/// or invited members other than the joining user, by user id, as a client would pick them).
+fn kept_members(state: &[Pdu], joining: &UserId) -> BTreeSet<String> {
+    let mut keep = BTreeSet::from([joining.to_string()]);
+    let named = state.iter().any(|event| {
+        matches!(
+            event.kind(),
+            TimelineEventType::RoomName | TimelineEventType::RoomCanonicalAlias
+        ) && event.state_key() == Some("")
+            && matches!(
+                event.content_object().get(if *event.kind() == TimelineEventType::RoomName {
+                    "name"
+                } else {
+                    "alias"
+                }),
+                Some(CanonicalJsonValue::String(value)) if !value.is_empty()
+            )
+    });
+    if named {
+        return keep;
+    }
+    let mut candidates: Vec<&str> = state
+        .iter()
+        .filter(|event| *event.kind() == TimelineEventType::RoomMember)
+        .filter(|event| {
+            matches!(
+                event.content_object().get("membership"),
+                Some(CanonicalJsonValue::String(membership))
+                    if membership == "join" || membership == "invite"
+            )
+        })
+        .filter_map(Pdu::state_key)
+        .filter(|key| *key != joining.as_str())
+        .collect();
+    candidates.sort_unstable();
+    keep.extend(candidates.into_iter().take(HEROES).map(str::to_owned));
+    keep
 }
 
 /// # `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`
@@ -503,11 +600,16 @@ pub(crate) async fn send_join_v2(
     )
     .await?;
     let pdu = accepted.pdu.clone();
-    let (state_json, chain_json) =
-        blocking(&state, move |services| room_state_for(services, &pdu)).await?;
+    let omit_members = body.omit_members;
+    let join_state = blocking(&state, move |services| {
+        room_state_for(services, &pdu, omit_members)
+    })
+    .await?;
     let mut room_state = create_join_event::v2::RoomState::new();
-    room_state.state = state_json;
-    room_state.auth_chain = chain_json;
+    room_state.state = join_state.state;
+    room_state.auth_chain = join_state.auth_chain;
+    room_state.members_omitted = omit_members;
+    room_state.servers_in_room = join_state.servers_in_room;
     if accepted.co_signed {
         room_state.event = Some(raw_json(accepted.pdu.json())?);
     }
