@@ -1,6 +1,6 @@
 //! End-to-end encryption with the client stack Element uses: matrix-js-sdk
 //! with its Rust crypto (`@matrix-org/matrix-sdk-crypto-wasm`), two users on
-//! one `axon`.
+//! one `axon`, and two users on two `axon` servers federating over TLS.
 //!
 //! `interop/js/e2ee.mjs` drives both users through the SDK: an encrypted
 //! (megolm) room, a message each way that the other decrypts, cross-signing
@@ -9,7 +9,9 @@
 //! what the SDK reports, then checks the server's side of it with its own
 //! sessions: the room holds only ciphertext, and `/keys/query` serves each
 //! user's cross-signing keys with the signatures the verification uploaded,
-//! intact (they verify against the signer's public key).
+//! intact (they verify against the signer's public key). Across federation
+//! each user's SDK talks plain HTTP to its own server, and each server's
+//! copy of the room and of the other user's keys is checked.
 //!
 //! The clients are installed by `complement-tests/interop/install.sh`; a
 //! missing or stale install fails the test with that instruction.
@@ -18,6 +20,8 @@
     clippy::panic,
     reason = "the helpers here report a failed test by panicking with context"
 )]
+
+mod federation_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,6 +33,7 @@ use axon_complement_tests::{
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use ed25519_dalek::{Signature, VerifyingKey};
+use federation_support::{A, B, Pki, free_port, options};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -44,6 +49,10 @@ const INSTALL_HINT: &str = "run complement-tests/interop/install.sh";
 const LOG_TAIL_LINES: usize = 150;
 
 const MEGOLM: &str = "m.megolm.v1.aes-sha2";
+
+/// Quick federation retries, so a message that meets a peer still starting
+/// is not held back by a long backoff.
+const SENDER: &str = "[federation_sender]\nretry_initial_ms = 50\nretry_max_ms = 500";
 
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,9 +88,15 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs `e2ee.mjs` for the two accounts and returns the JSON object it
-/// prints; fails the test with the end of its log if it fails or hangs.
-async fn run_e2ee_script(server: &Homeserver, alice: (&str, &str), bob: (&str, &str)) -> Value {
+/// Runs `e2ee.mjs` for alice's account on `alice_server` and bob's on
+/// `bob_server` (which may be the same server) and returns the JSON object
+/// it prints; fails the test with the end of its log if it fails or hangs.
+async fn run_e2ee_script(
+    alice_server: &Homeserver,
+    alice: (&str, &str),
+    bob_server: &Homeserver,
+    bob: (&str, &str),
+) -> Value {
     let dir = js_dir();
     let node = std::env::var_os("AXON_INTEROP_NODE").map_or_else(
         || dir.join("node_modules").join(".bin").join("node"),
@@ -98,10 +113,15 @@ async fn run_e2ee_script(server: &Homeserver, alice: (&str, &str), bob: (&str, &
             .join("matrix-sdk-crypto-wasm"),
         "matrix-sdk-crypto-wasm",
     );
+    let (alice_url, bob_url) = (alice_server.base_url(), bob_server.base_url());
     let mut command = Command::new(&node);
     command
         .arg(dir.join("e2ee.mjs"))
-        .args([server.base_url().as_str(), alice.0, alice.1, bob.0, bob.1])
+        .args([alice_url.as_str(), alice.0, alice.1, bob.0, bob.1]);
+    if bob_url != alice_url {
+        command.arg(&bob_url);
+    }
+    command
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -315,32 +335,54 @@ fn check_stored_ciphertext(events: &[Value], received: &Value, sender: &Value, p
     );
 }
 
-#[tokio::test]
-async fn matrix_js_sdk_rust_crypto_encrypts_and_cross_signs() {
-    let server = Homeserver::start(
-        ServerOptions::new().with_toml("[registration]\nenabled = true\nrequire_token = false"),
-    )
-    .await;
-    let suffix = random_string(8);
-    let (alice_name, bob_name) = (format!("alice{suffix}"), format!("bob{suffix}"));
-    let (alice_password, bob_password) = (random_string(16), random_string(16));
-    // Accounts made over plain HTTP: the SDKs log in with new devices of
-    // their own, and these sessions are the test's own view of the server.
-    let alice: Session = server.client().register(&alice_name, &alice_password).await;
-    let bob: Session = server.client().register(&bob_name, &bob_password).await;
+/// The accounts' registration: the SDKs log in with the password.
+const REGISTRATION: &str = "[registration]\nenabled = true\nrequire_token = false";
+
+/// A user registered over plain HTTP, with the password the SDK logs in with.
+struct Account {
+    name: String,
+    password: String,
+    /// The test's own session: the SDK logs in with a new device of its own.
+    session: Session,
+}
+
+async fn account(server: &Homeserver, prefix: &str) -> Account {
+    let name = format!("{prefix}{}", random_string(8));
+    let password = random_string(16);
+    let session = server.client().register(&name, &password).await;
+    Account {
+        name,
+        password,
+        session,
+    }
+}
+
+/// Runs the script for alice on `alice_server` and bob on `bob_server`,
+/// checks what the SDKs report and then each server's side: its copy of
+/// the room holds only ciphertext, and its user sees the other's keys with
+/// the verification's signatures.
+async fn check_encrypted_conversation(alice_server: &Homeserver, bob_server: &Homeserver) {
+    let alice = account(alice_server, "alice").await;
+    let bob = account(bob_server, "bob").await;
 
     let result = run_e2ee_script(
-        &server,
-        (&alice_name, &alice_password),
-        (&bob_name, &bob_password),
+        alice_server,
+        (&alice.name, &alice.password),
+        bob_server,
+        (&bob.name, &bob.password),
     )
     .await;
 
     // What the SDKs report.
     let alice_report = &result["alice"];
     let bob_report = &result["bob"];
-    assert_eq!(string_at(alice_report, "/user_id"), alice.user_id);
-    assert_eq!(string_at(bob_report, "/user_id"), bob.user_id);
+    assert_eq!(string_at(alice_report, "/user_id"), alice.session.user_id);
+    assert_eq!(string_at(bob_report, "/user_id"), bob.session.user_id);
+    assert_eq!(
+        result["federated"],
+        alice_server.base_url() != bob_server.base_url(),
+        "{result:#}"
+    );
     for (received, sender, body) in [
         (&result["bob_received"], alice_report, &result["alice_body"]),
         (&result["alice_received"], bob_report, &result["bob_body"]),
@@ -376,30 +418,52 @@ async fn matrix_js_sdk_rust_crypto_encrypts_and_cross_signs() {
     assert_eq!(result["bob_shield_after"], "NONE", "{result:#}");
     assert_eq!(result["alice_shield_after"], "NONE", "{result:#}");
 
-    // The server's side: only ciphertext in the room...
+    // The servers' side: only ciphertext in each copy of the room...
     let room_id = string_at(&result, "/room_id");
-    let alice_client = server.client().as_session(&alice);
-    let bob_client = server.client().as_session(&bob);
-    let events = room_events(&alice_client, room_id).await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "m.room.encryption" && e["content"]["algorithm"] == MEGOLM),
-        "the room has no megolm m.room.encryption event: {events:#?}"
-    );
-    check_stored_ciphertext(
-        &events,
-        &result["bob_received"],
-        alice_report,
-        string_at(&result, "/alice_body"),
-    );
-    check_stored_ciphertext(
-        &events,
-        &result["alice_received"],
-        bob_report,
-        string_at(&result, "/bob_body"),
-    );
+    let alice_client = alice_server.client().as_session(&alice.session);
+    let bob_client = bob_server.client().as_session(&bob.session);
+    for viewer in [&alice_client, &bob_client] {
+        let events = room_events(viewer, room_id).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e["type"] == "m.room.encryption" && e["content"]["algorithm"] == MEGOLM),
+            "the room has no megolm m.room.encryption event: {events:#?}"
+        );
+        check_stored_ciphertext(
+            &events,
+            &result["bob_received"],
+            alice_report,
+            string_at(&result, "/alice_body"),
+        );
+        check_stored_ciphertext(
+            &events,
+            &result["alice_received"],
+            bob_report,
+            string_at(&result, "/bob_body"),
+        );
+    }
     // ...and the cross-signing keys with the verification's signatures.
     check_verified_keys(&alice_client, alice_report, bob_report).await;
     check_verified_keys(&bob_client, bob_report, alice_report).await;
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_rust_crypto_encrypts_and_cross_signs() {
+    let server = Homeserver::start(ServerOptions::new().with_toml(REGISTRATION)).await;
+    check_encrypted_conversation(&server, &server).await;
+}
+
+/// The same conversation between a user of A and a user of B: the invite
+/// and join, the room's events, key queries and one-time key claims, the
+/// room keys and the verification's to-device messages, and the device
+/// list and cross-signing key changes all cross over federation.
+#[tokio::test]
+async fn matrix_js_sdk_rust_crypto_encrypts_and_cross_signs_across_federation() {
+    let pki = Pki::new(&[A, B]);
+    let (a_port, b_port) = (free_port(), free_port());
+    let extra = format!("{REGISTRATION}\n{SENDER}");
+    let a = Homeserver::start(options(&pki, A, a_port, &[(B, b_port)], &extra)).await;
+    let b = Homeserver::start(options(&pki, B, b_port, &[(A, a_port)], &extra)).await;
+    check_encrypted_conversation(&a, &b).await;
 }

@@ -1,10 +1,10 @@
-// Two users on one server, each with matrix-js-sdk and its Rust crypto
+// Two users, on one server or on two federating servers, each with matrix-js-sdk and its Rust crypto
 // (@matrix-org/matrix-sdk-crypto-wasm, the stack Element uses), do what an
 // encrypted conversation needs, through the SDK's own APIs only:
 //
 //   1. both log in (new devices), start their crypto and sync;
 //   2. alice creates a megolm-encrypted private room and invites bob, who
-//      joins;
+//      joins (through alice's server when bob's server is another one);
 //   3. alice sends an encrypted message, bob decrypts it; bob answers, alice
 //      decrypts the answer (Olm sessions from claimed one-time keys, room
 //      keys over to-device, device lists and key counts through /sync);
@@ -14,7 +14,12 @@
 //      bob accepts, alice starts SAS, both compare the emoji and confirm;
 //      afterwards each sees the other as cross-signing verified.
 //
-// Usage: node e2ee.mjs BASE_URL ALICE_LOCALPART ALICE_PASSWORD BOB_LOCALPART BOB_PASSWORD
+// Usage: node e2ee.mjs BASE_URL ALICE_LOCALPART ALICE_PASSWORD BOB_LOCALPART BOB_PASSWORD [BOB_BASE_URL]
+//
+// BASE_URL is alice's server; bob's is BOB_BASE_URL when given, else the
+// same one. With two servers everything between the users (the invite and
+// join, room events, key queries and claims, to-device messages, device list
+// and cross-signing key changes) crosses over federation.
 //
 // Every wait is on an SDK event or on a condition re-checked when the SDK
 // reports progress, bounded by a deadline that names what was awaited; no
@@ -459,9 +464,14 @@ async function verifyWithSas(alice, bob) {
   return aliceEmoji;
 }
 
-async function main(baseUrl, aliceLocalpart, alicePassword, bobLocalpart, bobPassword) {
+/** The server name part of a user id. */
+function serverOf(userId) {
+  return userId.slice(userId.indexOf(":") + 1);
+}
+
+async function main(baseUrl, aliceLocalpart, alicePassword, bobLocalpart, bobPassword, bobBaseUrl) {
   const alice = new Participant("alice", baseUrl, aliceLocalpart, alicePassword);
-  const bob = new Participant("bob", baseUrl, bobLocalpart, bobPassword);
+  const bob = new Participant("bob", bobBaseUrl ?? baseUrl, bobLocalpart, bobPassword);
   try {
     step("login, crypto and first sync");
     await alice.start();
@@ -481,7 +491,13 @@ async function main(baseUrl, aliceLocalpart, alicePassword, bobLocalpart, bobPas
       ],
     });
     await bob.waitForMembership(roomId, bob.userId, sdk.KnownMembership.Invite);
-    await bob.client.joinRoom(roomId);
+    // As Element does for an invite from another server: join through the
+    // inviter's server, the one bob's server knows to be in the room.
+    const aliceServer = serverOf(alice.userId);
+    await bob.client.joinRoom(
+      roomId,
+      aliceServer === serverOf(bob.userId) ? {} : { viaServers: [aliceServer] },
+    );
     // Each encrypts for the members it knows of, and learns that the room is
     // encrypted from the state its sync delivers: wait until both have seen
     // the join, as people would before typing.
@@ -535,6 +551,7 @@ async function main(baseUrl, aliceLocalpart, alicePassword, bobLocalpart, bobPas
       crypto_wasm_version: cryptoWasmVersion,
       crypto_version: alice.crypto.getVersion(),
       room_id: roomId,
+      federated: alice.baseUrl !== bob.baseUrl,
       alice: {
         user_id: alice.userId,
         device_id: alice.deviceId,
@@ -569,9 +586,9 @@ async function main(baseUrl, aliceLocalpart, alicePassword, bobLocalpart, bobPas
 }
 
 const args = process.argv.slice(2);
-if (args.length !== 5 || args.some((arg) => !arg)) {
+if (args.length < 5 || args.length > 6 || args.some((arg) => !arg)) {
   process.stderr.write(
-    "usage: node e2ee.mjs BASE_URL ALICE_LOCALPART ALICE_PASSWORD BOB_LOCALPART BOB_PASSWORD\n",
+    "usage: node e2ee.mjs BASE_URL ALICE_LOCALPART ALICE_PASSWORD BOB_LOCALPART BOB_PASSWORD [BOB_BASE_URL]\n",
   );
   process.exit(2);
 }

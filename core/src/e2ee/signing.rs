@@ -197,12 +197,26 @@ impl E2ee {
     /// its own master key by its devices, and of other users' master keys by its user-signing
     /// key. Each signature is checked against the stored key it signs; the refused ones are
     /// returned as failures, the others stored and announced as a device list change (of the
-    /// signed user, or of the signer for signatures of other users).
+    /// signed user, and of the signer for signatures of other users).
     pub fn upload_signatures(
         &self,
         rooms: &Rooms,
         signer: &UserId,
         signed: &BTreeMap<OwnedUserId, BTreeMap<String, Box<RawJsonValue>>>,
+    ) -> Result<SignatureFailures, E2eeError> {
+        self.upload_signatures_with(rooms, signer, signed, &BTreeMap::new())
+    }
+
+    /// [`E2ee::upload_signatures`], where the master keys of users of other servers (which
+    /// this server does not store) are given in `remote_masters`, as their servers serve
+    /// them. A signature of such a key is stored here and shown only to its signer: the
+    /// signed user's server never learns it, as with a signature of a local user's key.
+    pub fn upload_signatures_with(
+        &self,
+        rooms: &Rooms,
+        signer: &UserId,
+        signed: &BTreeMap<OwnedUserId, BTreeMap<String, Box<RawJsonValue>>>,
+        remote_masters: &BTreeMap<OwnedUserId, CanonicalJsonObject>,
     ) -> Result<SignatureFailures, E2eeError> {
         let _guard = lock(&self.keys_lock);
         let mut failures = SignatureFailures::new();
@@ -213,15 +227,16 @@ impl E2ee {
                 let outcome = if target == signer {
                     self.own_signature(signer, key_id, json, &mut batch)
                 } else {
-                    self.other_user_signature(signer, target, key_id, json, &mut batch)
+                    let remote = remote_masters.get(target);
+                    self.other_user_signature(signer, target, key_id, json, remote, &mut batch)
                 };
                 match outcome {
                     Ok(()) => {
-                        changed.insert(if target == signer {
-                            target.clone()
-                        } else {
-                            signer.to_owned()
-                        });
+                        // The signed user's keys now look different to the signer, whose
+                        // clients refetch them on this change; the signer's own change
+                        // tells its other devices.
+                        changed.insert(target.clone());
+                        changed.insert(signer.to_owned());
                     }
                     Err(error) => {
                         failures
@@ -242,6 +257,21 @@ impl E2ee {
             })?;
         }
         Ok(failures)
+    }
+
+    /// `object` (the master key of `target`, a user of another server, as its server serves
+    /// it) with the signatures `viewer` made of it and stored here added, so the viewer sees
+    /// its own verification of a remote user.
+    pub fn with_own_signatures(
+        &self,
+        viewer: &UserId,
+        target: &UserId,
+        mut object: CanonicalJsonObject,
+    ) -> Result<CanonicalJsonObject, E2eeError> {
+        if let Some(public) = cross_signing_public(&object) {
+            self.attach_signatures(&mut object, target, &public, &[viewer])?;
+        }
+        Ok(object)
     }
 
     /// A signature of one of `signer`'s own keys: a device (by the self-signing key) or the
@@ -339,14 +369,15 @@ impl E2ee {
         target: &UserId,
         key_id: &str,
         json: &RawJsonValue,
+        remote_master: Option<&CanonicalJsonObject>,
         batch: &mut WriteBatch,
     ) -> Result<(), serde_json::Value> {
         let uploaded = canonical_object(json, "signed key")
             .map_err(|err| failure("M_INVALID_PARAM", err.to_string()))?;
         let stored_err = |err: E2eeError| failure("M_UNKNOWN", err.to_string());
-        let master = self
-            .cross_signing_key(target, MASTER)
-            .map_err(stored_err)?
+        let stored = self.cross_signing_key(target, MASTER).map_err(stored_err)?;
+        let master = stored
+            .or_else(|| remote_master.cloned())
             .filter(|object| cross_signing_public(object).as_deref() == Some(key_id))
             .ok_or_else(|| {
                 failure(

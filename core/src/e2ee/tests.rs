@@ -831,3 +831,99 @@ fn every_queried_user_is_in_the_answer_even_without_keys() {
     let found = h.e2ee.query_keys(&bob, &users).unwrap();
     assert!(found.device_keys[&alice].is_empty());
 }
+
+#[test]
+fn signatures_of_remote_master_keys_are_checked_kept_and_shown_to_their_signer() {
+    let h = Harness::new();
+    let alice = user("@alice:example.org");
+    let bob = user("@bob:remote.example");
+    let (master, usk, bob_master) = (key_pair("m"), key_pair("u"), key_pair("bm"));
+    let cross_key = |pair: &Ed25519KeyPair, owner: &UserId, usage: &str| {
+        object(json!({
+            "user_id": owner,
+            "usage": [usage],
+            "keys": { format!("ed25519:{}", public(pair)): public(pair) },
+        }))
+    };
+    let mut alice_usk = cross_key(&usk, &alice, "user_signing");
+    sign(
+        &mut alice_usk,
+        &alice,
+        &format!("ed25519:{}", public(&master)),
+        &master,
+    );
+    h.e2ee
+        .upload_cross_signing_keys(
+            &h.rooms,
+            &alice,
+            CrossSigningUpload {
+                master_key: Some(to_raw(&cross_key(&master, &alice, "master"))),
+                self_signing_key: None,
+                user_signing_key: Some(to_raw(&alice_usk)),
+            },
+        )
+        .unwrap();
+
+    // Bob's master key as his server serves it: not stored here.
+    let served = cross_key(&bob_master, &bob, "master");
+    let mut signed_bob = served.clone();
+    let usk_id = format!("ed25519:{}", public(&usk));
+    sign(&mut signed_bob, &alice, &usk_id, &usk);
+    let upload = BTreeMap::from([(
+        bob.clone(),
+        BTreeMap::from([(
+            public(&bob_master),
+            serde_json::value::to_raw_value(&signed_bob).unwrap(),
+        )]),
+    )]);
+
+    // Without the key from bob's server there is nothing to check the signature against.
+    let failures = h.e2ee.upload_signatures(&h.rooms, &alice, &upload).unwrap();
+    assert_eq!(
+        failures[&bob][&public(&bob_master)]["errcode"],
+        "M_NOT_FOUND"
+    );
+
+    let before = h.e2ee.device_list_stream_id(&bob).unwrap();
+    let remote = BTreeMap::from([(bob.clone(), served.clone())]);
+    let failures = h
+        .e2ee
+        .upload_signatures_with(&h.rooms, &alice, &upload, &remote)
+        .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    // Announced as a change of bob's keys, so alice's clients fetch them again.
+    assert!(h.e2ee.device_list_stream_id(&bob).unwrap() > before);
+
+    // A signature by another key than alice's user-signing key is refused.
+    let mut forged = served.clone();
+    sign(&mut forged, &alice, &usk_id, &master);
+    let forged = BTreeMap::from([(
+        bob.clone(),
+        BTreeMap::from([(
+            public(&bob_master),
+            serde_json::value::to_raw_value(&forged).unwrap(),
+        )]),
+    )]);
+    let failures = h
+        .e2ee
+        .upload_signatures_with(&h.rooms, &alice, &forged, &remote)
+        .unwrap();
+    assert_eq!(
+        failures[&bob][&public(&bob_master)]["errcode"],
+        "M_INVALID_SIGNATURE"
+    );
+
+    // Alice sees her signature on the key bob's server serves; nobody else does.
+    let seen = h
+        .e2ee
+        .with_own_signatures(&alice, &bob, served.clone())
+        .unwrap();
+    let seen = serde_json::to_value(&seen).unwrap();
+    assert!(
+        seen["signatures"][alice.as_str()][&usk_id].is_string(),
+        "{seen}"
+    );
+    let carol = user("@carol:example.org");
+    let seen = h.e2ee.with_own_signatures(&carol, &bob, served).unwrap();
+    assert!(!seen.contains_key("signatures"), "{seen:?}");
+}

@@ -19,8 +19,11 @@ use ruma::api::client::keys::{
 };
 use ruma::api::error::{ErrorKind, WrongRoomKeysVersionErrorData};
 use ruma::api::federation::keys as federation_keys;
+use ruma::encryption::CrossSigningKey;
 use ruma::serde::Raw;
-use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
+use ruma::{
+    CanonicalJsonObject, DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId,
+};
 use serde_json::{Value, json};
 
 use super::rooms::blocking;
@@ -283,10 +286,11 @@ pub(crate) async fn query(
         state.services().rooms.server_name(),
         request.body.device_keys,
     );
+    let viewer = requester.clone();
     let found = blocking(&state, move |services| {
         services
             .e2ee
-            .query_keys(&requester, &local)
+            .query_keys(&viewer, &local)
             .map_err(e2ee_error)
     })
     .await?;
@@ -295,8 +299,74 @@ pub(crate) async fn query(
     response.master_keys = found.master_keys;
     response.self_signing_keys = found.self_signing_keys;
     response.user_signing_keys = found.user_signing_keys;
+    let own = state.services().rooms.server_name().to_owned();
     query_remote(&federation, remote, timeout, &mut response).await;
+    let remote_masters: Vec<(OwnedUserId, Raw<CrossSigningKey>)> = response
+        .master_keys
+        .iter()
+        .filter(|(user, _)| user.server_name() != own)
+        .map(|(user, key)| (user.clone(), key.clone()))
+        .collect();
+    if !remote_masters.is_empty() {
+        // The requester's own signatures of remote users' master keys (its verifications of
+        // them) are kept here, not by those users' servers.
+        let signed = blocking(&state, move |services| {
+            remote_masters
+                .into_iter()
+                .map(|(user, key)| {
+                    let Some(object) = canonical(&key) else {
+                        return Ok((user, key));
+                    };
+                    let object = services
+                        .e2ee
+                        .with_own_signatures(&requester, &user, object)?;
+                    Ok((user, to_raw(&object).unwrap_or(key)))
+                })
+                .collect::<Result<Vec<_>, E2eeError>>()
+                .map_err(e2ee_error)
+        })
+        .await?;
+        response.master_keys.extend(signed);
+    }
     Ok(response.into())
+}
+
+/// A key object as canonical JSON; `None` if it is not an object.
+fn canonical<T>(raw: &Raw<T>) -> Option<CanonicalJsonObject> {
+    serde_json::from_str(raw.json().get()).ok()
+}
+
+/// A canonical JSON object as a raw key object.
+fn to_raw<T>(object: &CanonicalJsonObject) -> Option<Raw<T>> {
+    serde_json::value::to_raw_value(object)
+        .ok()
+        .map(Raw::from_json)
+}
+
+/// The master keys of `users` (users of other servers), as their servers serve them now;
+/// a user whose server does not answer, or who has none, is left out.
+async fn remote_master_keys(
+    federation: &Federation,
+    users: impl Iterator<Item = OwnedUserId>,
+) -> BTreeMap<OwnedUserId, CanonicalJsonObject> {
+    let mut servers: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>> =
+        BTreeMap::new();
+    for user in users {
+        servers
+            .entry(user.server_name().to_owned())
+            .or_default()
+            .insert(user, Vec::new());
+    }
+    if servers.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut answer = get_keys::v3::Response::new();
+    query_remote(federation, servers, None, &mut answer).await;
+    answer
+        .master_keys
+        .iter()
+        .filter_map(|(user, key)| Some((user.clone(), canonical(key)?)))
+        .collect()
 }
 
 /// # `POST /_matrix/client/v3/keys/claim`
@@ -393,8 +463,12 @@ pub(crate) async fn upload_signing(
 }
 
 /// # `POST /_matrix/client/v3/keys/signatures/upload`
+///
+/// A signature of a remote user's master key is checked against that key as the user's
+/// server serves it now, and kept here (see [`query`]).
 pub(crate) async fn upload_signatures(
     State(state): State<AppState>,
+    Extension(federation): Extension<Arc<Federation>>,
     request: Ruma<upload_signatures::v3::Request>,
 ) -> ApiResult<RumaResponse<upload_signatures::v3::Response>> {
     let signer = request.identity.user_id;
@@ -410,10 +484,19 @@ pub(crate) async fn upload_signatures(
             (user, keys)
         })
         .collect();
+    let own = state.services().rooms.server_name().to_owned();
+    let remote_masters = remote_master_keys(
+        &federation,
+        signed
+            .keys()
+            .filter(|user| user.server_name() != own)
+            .cloned(),
+    )
+    .await;
     let failures = blocking(&state, move |services| {
         services
             .e2ee
-            .upload_signatures(&services.rooms, &signer, &signed)
+            .upload_signatures_with(&services.rooms, &signer, &signed, &remote_masters)
             .map_err(e2ee_error)
     })
     .await?;
