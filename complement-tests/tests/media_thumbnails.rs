@@ -17,6 +17,19 @@ fn thumbnail_path(mxc: &(String, String), query: &str) -> String {
     format!("{}?{query}", media_path("thumbnail", mxc))
 }
 
+/// The dimensions of each frame of an animated GIF answer.
+fn animation_frames(body: &[u8]) -> Vec<(u32, u32)> {
+    use image::AnimationDecoder as _;
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(body)).unwrap();
+    decoder
+        .into_frames()
+        .collect_frames()
+        .unwrap()
+        .iter()
+        .map(|frame| frame.buffer().dimensions())
+        .collect()
+}
+
 #[tokio::test]
 async fn crop_and_scale_serve_the_standard_sizes() {
     let hs = Homeserver::start(ServerOptions::new()).await;
@@ -104,7 +117,7 @@ async fn animated_thumbnails_serve_the_animation() {
     .await;
     assert_eq!(response.status, 200, "{:?}", response.json());
     assert_eq!(response.header("content-type"), "image/gif");
-    assert_eq!(response.body, animation);
+    assert_eq!(animation_frames(&response.body), vec![(32, 32); 3]);
 
     // Without `animated`, a still thumbnail.
     let response = get(
@@ -161,4 +174,46 @@ async fn non_images_have_no_thumbnail() {
     )
     .await
     .assert_error(400, "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn animated_thumbnails_are_scaled_frame_by_frame_and_cached_apart() {
+    let hs = Homeserver::start(
+        ServerOptions::new().with_toml("[media]\nanimated_thumbnail_max_frames = 8"),
+    )
+    .await;
+    let alice = user(&hs, "alice").await;
+    // A 400x200 canvas of 4 frames: scaled into 320x240, every frame is 320x160.
+    let animation = gif_frames(4, 400, 200);
+    let mxc = upload(&hs, &alice, &animation, "image/gif", None).await;
+    let query = "width=320&height=240&method=scale&animated=true";
+    let animated = get(&hs, &thumbnail_path(&mxc, query), Some(&alice)).await;
+    assert_eq!(animated.status, 200, "{:?}", animated.json());
+    assert_eq!(animated.header("content-type"), "image/gif");
+    assert_eq!(animation_frames(&animated.body), vec![(320, 160); 4]);
+
+    // The still thumbnail of the same size is filed apart, and each is served again as it
+    // was made.
+    let still_query = "width=320&height=240&method=scale&animated=false";
+    let still = get(&hs, &thumbnail_path(&mxc, still_query), Some(&alice)).await;
+    assert_eq!(still.status, 200);
+    assert_eq!(still.header("content-type"), "image/png");
+    assert_eq!(dimensions(&still.body), (320, 160));
+    let again = get(&hs, &thumbnail_path(&mxc, query), Some(&alice)).await;
+    assert_eq!(again.body, animated.body);
+    let still_again = get(&hs, &thumbnail_path(&mxc, still_query), Some(&alice)).await;
+    assert_eq!(still_again.body, still.body);
+
+    // More frames than the server processes: a still thumbnail, not an error.
+    let long = gif_frames(50, 64, 64);
+    let mxc = upload(&hs, &alice, &long, "image/gif", None).await;
+    let response = get(
+        &hs,
+        &thumbnail_path(&mxc, "width=32&height=32&method=crop&animated=true"),
+        Some(&alice),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    assert_eq!(response.header("content-type"), "image/png");
+    assert_eq!(dimensions(&response.body), (32, 32));
 }

@@ -13,7 +13,9 @@ use axon_core::Services;
 use axon_core::accounts::{AccountSettings, Accounts, Argon2Params, ThrottleSettings};
 use axon_core::delayed_events::{DelayedEventSettings, DelayedEvents};
 use axon_core::keys::ServerKeys;
-use axon_core::media::{DecodeLimits, FsBackend, Media, MediaError, MediaSettings};
+use axon_core::media::{
+    AnimationLimits, DecodeLimits, FsBackend, Media, MediaError, MediaSettings,
+};
 use axon_core::rooms::graph::Rooms;
 use axon_core::search::{SearchError, SearchIndex};
 use axon_core::storage::{
@@ -191,6 +193,10 @@ fn media_service(
             max_alloc_bytes: media.thumbnail_max_decode_bytes,
         },
         animated_max_bytes: media.animated_thumbnail_max_bytes,
+        animation_limits: AnimationLimits {
+            max_frames: media.animated_thumbnail_max_frames,
+            max_pixels: media.animated_thumbnail_max_pixels,
+        },
     };
     Ok(Media::new(
         Arc::clone(store),

@@ -32,9 +32,16 @@ raw_section! {
         /// Most memory one image decode may allocate, in bytes, so a small file declaring a
         /// huge image cannot exhaust memory. Must be at least 1. The default is 256 MiB.
         thumbnail_max_decode_bytes: u64 = 256 * 1024 * 1024;
-        /// Largest animated image, in bytes, served as its own thumbnail when a client asks
-        /// for an animated thumbnail; larger ones get a still thumbnail. Default 4 MiB.
+        /// Largest animated image, in bytes, given an animated thumbnail when a client asks
+        /// for one; larger ones get a still thumbnail. Default 4 MiB.
         animated_thumbnail_max_bytes: u64 = 4 * 1024 * 1024;
+        /// Most frames an animation may have to get an animated thumbnail; longer ones get a
+        /// still thumbnail. Must be at least 1.
+        animated_thumbnail_max_frames: u32 = 300;
+        /// Most pixels one animated thumbnail may process, over all frames (each frame counts
+        /// its full decoded size and its thumbnail's), so a many-frame animation cannot take
+        /// unbounded work; past it, a still thumbnail. Must be at least 1. Default 50 million.
+        animated_thumbnail_max_pixels: u64 = 50_000_000;
         /// Whether `preview_url` fetches web pages to preview them. Off by default: the
         /// server then makes outbound requests to any URL a user names.
         url_previews: bool = false;
@@ -76,8 +83,12 @@ pub struct MediaConfig {
     pub thumbnail_max_dimension: u32,
     /// Most bytes one image decode may allocate; at least 1.
     pub thumbnail_max_decode_bytes: u64,
-    /// Largest animated image served as its own animated thumbnail.
+    /// Largest animated image given an animated thumbnail.
     pub animated_thumbnail_max_bytes: u64,
+    /// Most frames of an animation given an animated thumbnail; at least 1.
+    pub animated_thumbnail_max_frames: u32,
+    /// Most pixels one animated thumbnail may process; at least 1.
+    pub animated_thumbnail_max_pixels: u64,
     /// Whether URL previews are served.
     pub url_previews: bool,
     /// Whether URL previews may reach private addresses.
@@ -143,6 +154,16 @@ pub(crate) fn validate(raw: RawMedia, issues: &mut Issues) -> MediaConfig {
             "a size in bytes of at least 1",
         ),
         (
+            "media.animated_thumbnail_max_frames",
+            u64::from(raw.animated_thumbnail_max_frames),
+            "a count of at least 1",
+        ),
+        (
+            "media.animated_thumbnail_max_pixels",
+            raw.animated_thumbnail_max_pixels,
+            "a number of pixels of at least 1",
+        ),
+        (
             "media.url_preview_max_bytes",
             raw.url_preview_max_bytes,
             "a size in bytes of at least 1",
@@ -177,6 +198,8 @@ pub(crate) fn validate(raw: RawMedia, issues: &mut Issues) -> MediaConfig {
         thumbnail_max_dimension: raw.thumbnail_max_dimension,
         thumbnail_max_decode_bytes: raw.thumbnail_max_decode_bytes,
         animated_thumbnail_max_bytes: raw.animated_thumbnail_max_bytes,
+        animated_thumbnail_max_frames: raw.animated_thumbnail_max_frames,
+        animated_thumbnail_max_pixels: raw.animated_thumbnail_max_pixels,
         url_previews: raw.url_previews,
         url_preview_allow_private: raw.url_preview_allow_private,
         url_preview_max_bytes: raw.url_preview_max_bytes,

@@ -36,7 +36,10 @@ use tokio::sync::watch;
 pub use self::backend::{ContentHash, FsBackend, MediaBackend};
 pub use self::cleanup::CleanupReport;
 pub use self::remote::{RemoteFetchGuard, RemoteMedia, RemoteMediaRecord};
-pub use self::thumbnail::{DecodeLimits, ThumbnailError, ThumbnailMethod, ThumbnailSize};
+pub use self::thumbnail::{
+    AnimatedThumbnail, AnimationLimits, DecodeLimits, ThumbnailError, ThumbnailMethod,
+    ThumbnailSize,
+};
 use crate::accounts::now_ms;
 use crate::storage::{
     Direction, Json, KeyRange, KvStore, StorageError, Table, WriteBatch, catalogue,
@@ -50,8 +53,9 @@ const MEDIA: Table<String, Json<MediaRecord>> = Table::new(&catalogue::MEDIA);
 const BLOBS: Table<Vec<u8>, Json<BlobRecord>> = Table::new(&catalogue::MEDIA_BLOBS);
 const USAGE: Table<OwnedUserId, u64> = Table::new(&catalogue::MEDIA_USAGE);
 const PENDING: Table<(OwnedUserId, String), u64> = Table::new(&catalogue::MEDIA_PENDING);
-/// (media id, width, height, method name).
-const THUMBNAILS: Table<(String, u32, u32, String), Json<ThumbnailRecord>> =
+/// (media id or remote cache key, width, height, method name with `+animated` for
+/// animated thumbnails).
+const THUMBNAILS: Table<ThumbnailKey, Json<ThumbnailRecord>> =
     Table::new(&catalogue::MEDIA_THUMBNAILS);
 const PREVIEWS: Table<String, Json<PreviewRecord>> = Table::new(&catalogue::MEDIA_PREVIEWS);
 
@@ -70,8 +74,12 @@ pub struct MediaSettings {
     pub freeze_legacy_media: bool,
     /// Decode limits for thumbnailing.
     pub decode_limits: DecodeLimits,
-    /// Largest animated image served as its own animated thumbnail.
+    /// Largest animated image, in bytes, given an animated thumbnail when a client asks
+    /// for one; larger ones get a still thumbnail.
     pub animated_max_bytes: u64,
+    /// How much of an animation one animated thumbnail may process; past it, a still
+    /// thumbnail.
+    pub animation_limits: AnimationLimits,
 }
 
 impl Default for MediaSettings {
@@ -87,6 +95,10 @@ impl Default for MediaSettings {
                 max_alloc_bytes: 256 * 1024 * 1024,
             },
             animated_max_bytes: 4 * 1024 * 1024,
+            animation_limits: AnimationLimits {
+                max_frames: 300,
+                max_pixels: 50_000_000,
+            },
         }
     }
 }
@@ -147,13 +159,40 @@ struct ThumbnailRecord {
     height: u32,
 }
 
+impl ThumbnailRecord {
+    fn of(generated: &thumbnail::Generated) -> ThumbnailRecord {
+        ThumbnailRecord {
+            hash: ContentHash::of(&generated.content).to_hex(),
+            content_type: generated.content_type.to_owned(),
+            width: generated.width,
+            height: generated.height,
+        }
+    }
+}
+
+/// A thumbnail's key: the media's cache key, the standard size, and the method, suffixed
+/// for animated thumbnails.
+type ThumbnailKey = (String, u32, u32, String);
+
+/// The key a thumbnail of `cache_key` in `size` is filed under. Animated thumbnails share
+/// the media's prefix, so removing the media's thumbnails by prefix removes them too.
+fn thumbnail_key(cache_key: &str, size: ThumbnailSize, animated: bool) -> ThumbnailKey {
+    let method = size.method.as_str();
+    let method = if animated {
+        format!("{method}+animated")
+    } else {
+        method.to_owned()
+    };
+    (cache_key.to_owned(), size.width, size.height, method)
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct PreviewRecord {
     fetched_ts: u64,
     data: serde_json::Value,
 }
 
-/// A thumbnail (or the original, for an animated thumbnail) ready to serve.
+/// A thumbnail (still or animated) ready to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Thumbnail {
     /// The encoded image.
@@ -171,7 +210,7 @@ pub struct ThumbnailRequest {
     pub height: u32,
     /// How the image fits the box.
     pub method: ThumbnailMethod,
-    /// Whether an animated image may be served as it is.
+    /// Whether an animated image gets an animated thumbnail.
     pub animated: bool,
 }
 
@@ -630,7 +669,8 @@ impl Media {
 
     /// A thumbnail of the media `media_id` for a request of `width` x `height` with
     /// `method`, made on first request in the nearest standard size and cached. With
-    /// `animated`, an animated image within the size limit is served as it is.
+    /// `animated`, an animation within the size limit and the animation budget gets an
+    /// animated thumbnail (cached apart from the still one).
     ///
     /// CPU-heavy on a cache miss: call it on a blocking thread.
     pub fn thumbnail(
@@ -662,10 +702,10 @@ impl Media {
             method,
             animated,
         };
-        self.thumbnail_for(media_id, content, record.content_type.as_deref(), request)
+        self.thumbnail_for(media_id, content, request)
     }
 
-    /// A thumbnail of `content` (of type `content_type`), cached under `cache_key`: the
+    /// A thumbnail of `content`, cached under `cache_key`: the
     /// media id for local media, [`remote::cache_key`] for cached remote media.
     ///
     /// CPU-heavy on a cache miss: call it on a blocking thread.
@@ -673,7 +713,6 @@ impl Media {
         &self,
         cache_key: &str,
         content: &StoredContent,
-        content_type: Option<&str>,
         request: ThumbnailRequest,
     ) -> Result<Thumbnail, MediaError> {
         let ThumbnailRequest {
@@ -684,63 +723,108 @@ impl Media {
         } = request;
         let (_, original_size) = content.stored().ok_or(MediaError::NotFound)?;
         let limits = self.settings.decode_limits;
-        if animated && original_size <= self.settings.animated_max_bytes {
-            let original = self.read_content(content)?;
-            if thumbnail::is_animated(&original, limits) {
-                let content_type = content_type
-                    .unwrap_or("application/octet-stream")
-                    .to_owned();
-                return Ok(Thumbnail {
-                    content: original,
-                    content_type,
-                });
-            }
-        }
         let size = thumbnail::choose_size(width, height, method);
-        let key = (
-            cache_key.to_owned(),
-            size.width,
-            size.height,
-            size.method.as_str().to_owned(),
-        );
-        if let Some(Json(cached)) = THUMBNAILS.get(&*self.store, &key)?
-            && let Some(hash) = ContentHash::from_hex(&cached.hash)
-            && let Some(content) = self.backend.get(&hash)?
-        {
+        let still_key = thumbnail_key(cache_key, size, false);
+        if !animated || original_size > self.settings.animated_max_bytes {
+            let (record, content) = self.still_thumbnail(&still_key, content, None, size)?;
             return Ok(Thumbnail {
                 content,
-                content_type: cached.content_type,
+                content_type: record.content_type,
+            });
+        }
+        // Animated requests are filed apart from still ones. What is filed is the animated
+        // thumbnail of an animation, and the still thumbnail of anything else (a still
+        // image, an animation past the budget), so a repeated request decodes nothing.
+        let animated_key = thumbnail_key(cache_key, size, true);
+        if let Some((record, content)) = self.cached_thumbnail(&animated_key)? {
+            return Ok(Thumbnail {
+                content,
+                content_type: record.content_type,
             });
         }
         let original = self.read_content(content)?;
-        let generated = thumbnail::generate(&original, size, limits)?;
-        let hash = ContentHash::of(&generated.content);
-        let thumb_size = u64::try_from(generated.content.len()).unwrap_or(u64::MAX);
-        self.backend.put(&hash, &generated.content)?;
-        let _guard = self.lock();
-        self.ensure_content(&hash, &generated.content)?;
-        if !THUMBNAILS.contains(&*self.store, &key)? {
-            let mut batch = WriteBatch::new();
-            THUMBNAILS.put(
-                &mut batch,
-                &key,
-                &Json(ThumbnailRecord {
-                    hash: hash.to_hex(),
-                    content_type: generated.content_type.to_owned(),
-                    width: generated.width,
-                    height: generated.height,
-                }),
-            );
-            let new_blob = self.add_blob_ref(&mut batch, &hash, thumb_size)?;
-            self.store.write(batch)?;
-            if new_blob {
-                self.bytes_stored.fetch_add(thumb_size, Ordering::Relaxed);
-            }
-        }
+        let budget = self.settings.animation_limits;
+        let (record, thumbnail) =
+            match thumbnail::generate_animated(&original, size, limits, budget)? {
+                AnimatedThumbnail::Animated(generated) => {
+                    let record = ThumbnailRecord::of(&generated);
+                    (record, generated.content)
+                }
+                AnimatedThumbnail::NotAnimated | AnimatedThumbnail::OverBudget(_) => {
+                    self.still_thumbnail(&still_key, content, Some(&original), size)?
+                }
+            };
+        self.file_thumbnail(&animated_key, &thumbnail, &record)?;
         Ok(Thumbnail {
-            content: generated.content,
-            content_type: generated.content_type.to_owned(),
+            content: thumbnail,
+            content_type: record.content_type,
         })
+    }
+
+    /// The still thumbnail of `content` in `size`, filed under `key`: from the cache, else
+    /// made from `original` (read from the backend when not given) and filed.
+    fn still_thumbnail(
+        &self,
+        key: &ThumbnailKey,
+        content: &StoredContent,
+        original: Option<&[u8]>,
+        size: ThumbnailSize,
+    ) -> Result<(ThumbnailRecord, Vec<u8>), MediaError> {
+        if let Some(found) = self.cached_thumbnail(key)? {
+            return Ok(found);
+        }
+        let read;
+        let original = match original {
+            Some(original) => original,
+            None => {
+                read = self.read_content(content)?;
+                &read
+            }
+        };
+        let generated = thumbnail::generate(original, size, self.settings.decode_limits)?;
+        let record = ThumbnailRecord::of(&generated);
+        self.file_thumbnail(key, &generated.content, &record)?;
+        Ok((record, generated.content))
+    }
+
+    /// The thumbnail filed under `key` and its bytes, when both are there.
+    fn cached_thumbnail(
+        &self,
+        key: &ThumbnailKey,
+    ) -> Result<Option<(ThumbnailRecord, Vec<u8>)>, MediaError> {
+        let Some(Json(record)) = THUMBNAILS.get(&*self.store, key)? else {
+            return Ok(None);
+        };
+        let Some(hash) = ContentHash::from_hex(&record.hash) else {
+            return Ok(None);
+        };
+        Ok(self.backend.get(&hash)?.map(|content| (record, content)))
+    }
+
+    /// Files `thumbnail` (described by `record`) under `key`, unless a concurrent request
+    /// filed one first; each filed record holds a reference to its content.
+    fn file_thumbnail(
+        &self,
+        key: &ThumbnailKey,
+        thumbnail: &[u8],
+        record: &ThumbnailRecord,
+    ) -> Result<(), MediaError> {
+        let hash = ContentHash::of(thumbnail);
+        let thumb_size = u64::try_from(thumbnail.len()).unwrap_or(u64::MAX);
+        self.backend.put(&hash, thumbnail)?;
+        let _guard = self.lock();
+        self.ensure_content(&hash, thumbnail)?;
+        if THUMBNAILS.contains(&*self.store, key)? {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        THUMBNAILS.put(&mut batch, key, &Json(record.clone()));
+        let new_blob = self.add_blob_ref(&mut batch, &hash, thumb_size)?;
+        self.store.write(batch)?;
+        if new_blob {
+            self.bytes_stored.fetch_add(thumb_size, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The cached preview of `url`, if fetched less than `max_age` ago.

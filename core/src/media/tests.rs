@@ -340,9 +340,7 @@ fn stale_remote_media_goes_with_its_thumbnails_and_files() {
         animated: false,
     };
     let key = remote::cache_key(&server, "old");
-    f.media
-        .thumbnail_for(&key, &content, Some("image/png"), request)
-        .unwrap();
+    f.media.thumbnail_for(&key, &content, request).unwrap();
     assert!(
         f.media
             .cached_remote_thumbnail(&server, "old", 32, 32, ThumbnailMethod::Crop)
@@ -492,5 +490,90 @@ fn one_fetch_of_a_remote_item_at_a_time() {
         assert!(other.as_mut().poll(&mut cx).is_ready());
         drop(first);
         assert!(second.as_mut().poll(&mut cx).is_ready());
+    }
+}
+
+/// An animated GIF of `frames` frames of `width` x `height`.
+fn animated_gif(width: u32, height: u32, frames: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new_with_speed(&mut out, 30);
+        for index in 0..frames {
+            let image = RgbaImage::from_pixel(width, height, Rgba([index, 100, 200, 255]));
+            encoder.encode_frame(image::Frame::new(image)).unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn animated_thumbnails_are_cached_apart_from_still_ones() {
+    let f = fixture(MediaSettings::default());
+    let user = alice();
+    let source = animated_gif(100, 80, 3);
+    let id = f
+        .media
+        .upload(NewMedia {
+            content_type: Some("image/gif"),
+            ..new_media(&user, &source)
+        })
+        .unwrap();
+    let animated = f
+        .media
+        .thumbnail(&id, 32, 32, ThumbnailMethod::Crop, true)
+        .unwrap();
+    assert_eq!(animated.content_type, "image/gif");
+    let still = f
+        .media
+        .thumbnail(&id, 32, 32, ThumbnailMethod::Crop, false)
+        .unwrap();
+    assert_eq!(still.content_type, "image/png");
+    let after = f.media.bytes_stored();
+    assert_eq!(
+        f.media
+            .thumbnail(&id, 32, 32, ThumbnailMethod::Crop, true)
+            .unwrap(),
+        animated
+    );
+    assert_eq!(
+        f.media
+            .thumbnail(&id, 32, 32, ThumbnailMethod::Crop, false)
+            .unwrap(),
+        still
+    );
+    assert_eq!(f.media.bytes_stored(), after, "both served from the cache");
+}
+
+#[test]
+fn animations_past_the_budget_and_stills_get_still_thumbnails() {
+    let f = fixture(MediaSettings {
+        animation_limits: AnimationLimits {
+            max_frames: 2,
+            max_pixels: 1_000_000,
+        },
+        ..MediaSettings::default()
+    });
+    let user = alice();
+    for (source, kind) in [
+        (animated_gif(40, 40, 3), "image/gif"),
+        (png(40, 40), "image/png"),
+    ] {
+        let id = f
+            .media
+            .upload(NewMedia {
+                content_type: Some(kind),
+                ..new_media(&user, &source)
+            })
+            .unwrap();
+        let asked_animated = f
+            .media
+            .thumbnail(&id, 32, 32, ThumbnailMethod::Crop, true)
+            .unwrap();
+        assert_eq!(asked_animated.content_type, "image/png", "{kind}");
+        let still = f
+            .media
+            .thumbnail(&id, 32, 32, ThumbnailMethod::Crop, false)
+            .unwrap();
+        assert_eq!(asked_animated, still, "{kind}");
     }
 }

@@ -277,9 +277,7 @@ async fn serve_thumbnail(
         let media_id = request.media_id.to_owned();
         blocking(state, move |services| {
             let content = record.content.as_ref().ok_or(MediaError::NotFound)?;
-            services
-                .media
-                .thumbnail_for(&media_id, content, record.content_type.as_deref(), wanted)
+            services.media.thumbnail_for(&media_id, content, wanted)
         })
         .await?
     } else {

@@ -165,9 +165,7 @@ async fn cached_thumbnail(
         };
         if let Some(content) = &record.content {
             let key = remote::cache_key(&server, &media_id);
-            return media
-                .thumbnail_for(&key, content, record.content_type.as_deref(), thumbnail)
-                .map(Some);
+            return media.thumbnail_for(&key, content, thumbnail).map(Some);
         }
         if thumbnail.animated {
             return Ok(None);
