@@ -1,8 +1,10 @@
 //! Axon federating with Synapse, the reference homeserver, over TLS on loopback: rooms of
 //! either server joined from the other (by alias, by room id), messages both ways in order,
 //! moderation (power levels, redactions, kicks, bans) seen on the other side, typing and read
-//! receipts, remote profiles, events sent while the other server is down, and concurrent
-//! power level changes resolved to the same state on both servers.
+//! receipts, remote profiles, events sent while the other server is down, concurrent power
+//! level changes resolved to the same state on both servers, invites both ways (shown with
+//! the room's stripped state, accepted, rejected through `make_leave`/`send_leave`), leaves,
+//! and history from before a join backfilled from the other server, both ways.
 //!
 //! Each test starts its own Synapse and `axon` on free ports with their own directories, so the
 //! tests run in parallel. Synapse must be installed (see `synapse_support`).
@@ -18,13 +20,15 @@ mod synapse_support;
 use std::sync::Mutex;
 
 use axon_complement_tests::{encode_path_segment, try_wait_until, wait_until};
-use rooms_support::{room_path, user, v3};
+use rooms_support::{message_bodies, room_path, user, v3};
 use serde_json::{Value, json};
 use synapse_support::peers::{
-    CROSSING, bodies, change_power_levels, join_by_alias, join_via, power_levels_event_id, profile,
-    redact, server_of, set_displayname, start, synapse_user, sync_timeline_bodies, try_join_via,
-    wait_for_ephemeral, wait_for_event, wait_for_membership, wait_for_messages,
-    wait_for_own_membership_in_sync, wait_for_redaction, wait_for_state,
+    CROSSING, assert_invite_state, assert_rejected_in_sync, bodies, change_power_levels,
+    join_by_alias, join_via, numbered, power_levels_event_id, profile, redact, server_of,
+    set_displayname, start, synapse_user, sync_now, sync_timeline_bodies, try_join_via,
+    wait_for_ephemeral, wait_for_event, wait_for_member_list, wait_for_membership,
+    wait_for_messages, wait_for_own_membership_in_sync, wait_for_redaction, wait_for_section,
+    wait_for_state,
 };
 
 #[tokio::test]
@@ -499,4 +503,139 @@ async fn concurrent_power_level_changes_resolve_to_the_same_state_on_both_server
         assert_eq!(levels["events"]["m.room.topic"], topic_level, "{levels}");
         assert_eq!(levels["users"][&bob.user_id], 100, "{levels}");
     }
+}
+
+#[tokio::test]
+async fn a_synapse_user_invited_to_an_axon_room_joins_leaves_and_rejects() {
+    let peers = start().await;
+    let alice = user(&peers.axon, "alice").await;
+    let bob = synapse_user(&peers.synapse, "bob").await;
+
+    // Synapse signs the invite (`/invite` v2) before Axon appends it.
+    let garden = alice
+        .create_room(json!({ "name": "Garden", "preset": "private_chat" }))
+        .await;
+    alice.invite(&garden, &bob.user_id).await;
+    let member = alice
+        .state_content(&garden, "m.room.member", &bob.user_id)
+        .await;
+    assert_eq!(member["membership"], "invite", "{member}");
+    let (invited, _) = wait_for_section(&bob, "invite", &garden).await;
+    assert_invite_state(&invited, "Garden", &bob.user_id, &alice.user_id);
+
+    // Accepting: Synapse joins through the inviter's server, Axon.
+    bob.join(&garden).await;
+    wait_for_membership(&alice, &garden, &bob.user_id, "join").await;
+    alice.send_text(&garden, "welcome").await;
+    wait_for_messages(&bob, &garden, &["welcome"]).await;
+    bob.send_text(&garden, "thanks").await;
+    wait_for_messages(&alice, &garden, &["welcome", "thanks"]).await;
+
+    // Leaving: Axon's member list shows it.
+    bob.leave(&garden).await;
+    wait_for_member_list(&alice, &garden, &bob.user_id, "leave").await;
+
+    // Rejecting an invite made by createRoom: the leave goes back to Axon through
+    // make_leave/send_leave, and Bob's sync moves the room from `invite` to `leave`.
+    let porch = alice
+        .create_room(json!({ "name": "Porch", "invite": [bob.user_id] }))
+        .await;
+    let (invited, since) = wait_for_section(&bob, "invite", &porch).await;
+    assert_invite_state(&invited, "Porch", &bob.user_id, &alice.user_id);
+    bob.leave(&porch).await;
+    wait_for_membership(&alice, &porch, &bob.user_id, "leave").await;
+    wait_for_member_list(&alice, &porch, &bob.user_id, "leave").await;
+    assert_rejected_in_sync(&bob, &porch, &since).await;
+}
+
+#[tokio::test]
+async fn an_axon_user_invited_to_a_synapse_room_joins_leaves_and_rejects() {
+    let peers = start().await;
+    let bob = synapse_user(&peers.synapse, "bob").await;
+    let alice = user(&peers.axon, "alice").await;
+
+    // Axon is not in the room, yet Alice sees the invite with the room's stripped state.
+    let garden = bob
+        .create_room(json!({ "name": "Garden", "preset": "private_chat" }))
+        .await;
+    bob.invite(&garden, &alice.user_id).await;
+    let (invited, _) = wait_for_section(&alice, "invite", &garden).await;
+    assert_invite_state(&invited, "Garden", &alice.user_id, &bob.user_id);
+
+    // Accepting: the join goes through the inviter's server without any `server_name`.
+    alice.join(&garden).await;
+    wait_for_membership(&bob, &garden, &alice.user_id, "join").await;
+    bob.send_text(&garden, "welcome").await;
+    wait_for_messages(&alice, &garden, &["welcome"]).await;
+    alice.send_text(&garden, "thanks").await;
+    wait_for_messages(&bob, &garden, &["welcome", "thanks"]).await;
+    let initial = sync_now(&alice, None).await;
+    assert!(initial["rooms"]["join"].get(&garden).is_some(), "{initial}");
+    assert!(
+        initial["rooms"]["invite"].get(&garden).is_none(),
+        "{initial}"
+    );
+
+    // Leaving: Synapse's member list shows it.
+    alice.leave(&garden).await;
+    wait_for_member_list(&bob, &garden, &alice.user_id, "leave").await;
+
+    // Rejecting: the leave goes to Synapse through make_leave/send_leave, and Alice's sync
+    // moves the room from `invite` to `leave`.
+    let porch = bob
+        .create_room(json!({ "name": "Porch", "invite": [alice.user_id] }))
+        .await;
+    let (invited, since) = wait_for_section(&alice, "invite", &porch).await;
+    assert_invite_state(&invited, "Porch", &alice.user_id, &bob.user_id);
+    alice.leave(&porch).await;
+    wait_for_membership(&bob, &porch, &alice.user_id, "leave").await;
+    assert_rejected_in_sync(&alice, &porch, &since).await;
+}
+
+#[tokio::test]
+async fn history_of_a_synapse_room_from_before_the_join_is_backfilled_by_axon() {
+    let peers = start().await;
+    let bob = synapse_user(&peers.synapse, "bob").await;
+    let alice = user(&peers.axon, "alice").await;
+    let room_id = bob
+        .create_room(json!({ "preset": "public_chat", "room_alias_name": "history" }))
+        .await;
+    let sent = numbered(30);
+    for body in &sent {
+        bob.send_text(&room_id, body).await;
+    }
+    join_by_alias(&alice, &format!("#history:{}", peers.synapse.server_name())).await;
+
+    // Backwards from the join, in pages: everything before it comes from Synapse, newest
+    // first, down to the room's creation.
+    let events = alice.all_messages(&room_id, "b", 10).await;
+    let mut expected = sent.clone();
+    expected.reverse();
+    assert_eq!(message_bodies(&events), expected);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"m.room.create"), "{kinds:?}");
+    assert_eq!(
+        message_bodies(&alice.all_messages(&room_id, "f", 10).await),
+        sent
+    );
+}
+
+#[tokio::test]
+async fn history_of_an_axon_room_from_before_the_join_is_backfilled_by_synapse() {
+    let peers = start().await;
+    let alice = user(&peers.axon, "alice").await;
+    let bob = synapse_user(&peers.synapse, "bob").await;
+    let axon_name = server_of(&alice.user_id).to_owned();
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let sent = numbered(30);
+    for body in &sent {
+        alice.send_text(&room_id, body).await;
+    }
+    join_via(&bob, &room_id, &axon_name).await;
+
+    // Synapse has only the state from the join: every message it shows before the join came
+    // from Axon's `/backfill`.
+    let expected: Vec<&str> = sent.iter().map(String::as_str).collect();
+    wait_for_messages(&bob, &room_id, &expected).await;
+    assert_eq!(bodies(&bob, &room_id).await, sent);
 }

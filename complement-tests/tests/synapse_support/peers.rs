@@ -358,3 +358,120 @@ pub(crate) async fn profile(asker: &User, user_id: &str) -> Response {
         .get(&v3(&format!("/profile/{}", encode_path_segment(user_id))))
         .await
 }
+
+/// `who`'s `/sync` since `since` (an initial sync when `None`), returning at once.
+pub(crate) async fn sync_now(who: &User, since: Option<&str>) -> Value {
+    let path = match since {
+        Some(since) => v3(&format!(
+            "/sync?timeout=0&since={}",
+            encode_path_segment(since)
+        )),
+        None => v3("/sync?timeout=0"),
+    };
+    let resp = who.client.get(&path).await;
+    resp.assert_ok();
+    resp.body
+}
+
+/// Waits until `who`'s initial `/sync` lists `room_id` under `rooms.{section}` (`invite`,
+/// `join`, `knock`); returns that room's entry and the sync's `next_batch`.
+pub(crate) async fn wait_for_section(who: &User, section: &str, room_id: &str) -> (Value, String) {
+    wait_until(
+        &format!("{} to see {room_id} under rooms.{section}", who.user_id),
+        CROSSING,
+        || async {
+            let body = sync_now(who, None).await;
+            let room = body["rooms"][section].get(room_id)?.clone();
+            Some((room, body["next_batch"].as_str()?.to_owned()))
+        },
+    )
+    .await
+}
+
+/// The `type`s of a stripped state list, and the name its `m.room.name` gives.
+pub(crate) fn stripped_summary(events: &Value) -> (Vec<String>, Option<String>) {
+    let events = events.as_array().cloned().unwrap_or_default();
+    let types = events
+        .iter()
+        .filter_map(|event| event["type"].as_str().map(str::to_owned))
+        .collect();
+    let name = events
+        .iter()
+        .find(|event| event["type"] == "m.room.name")
+        .and_then(|event| event["content"]["name"].as_str().map(str::to_owned));
+    (types, name)
+}
+
+/// Asserts that an invite's `invite_state` (as a room entry under `rooms.invite` of `/sync`)
+/// names the room `name`, carries its create event and join rules, and holds the invite of
+/// `invitee` sent by `inviter`.
+pub(crate) fn assert_invite_state(invited: &Value, name: &str, invitee: &str, inviter: &str) {
+    let events = &invited["invite_state"]["events"];
+    let (types, seen_name) = stripped_summary(events);
+    assert_eq!(seen_name.as_deref(), Some(name), "{invited}");
+    for expected in ["m.room.create", "m.room.join_rules"] {
+        assert!(types.iter().any(|t| t == expected), "{expected}: {invited}");
+    }
+    let own = events
+        .as_array()
+        .and_then(|events| {
+            events
+                .iter()
+                .find(|event| event["type"] == "m.room.member" && event["state_key"] == invitee)
+        })
+        .unwrap_or_else(|| panic!("no invite event for {invitee}: {invited}"));
+    assert_eq!(own["content"]["membership"], "invite", "{own}");
+    assert_eq!(own["sender"], inviter, "{own}");
+}
+
+/// Waits until `reader`'s member list of `room_id` (`GET /members`) shows `member` with
+/// `membership`.
+pub(crate) async fn wait_for_member_list(
+    reader: &User,
+    room_id: &str,
+    member: &str,
+    membership: &str,
+) {
+    wait_until(
+        &format!(
+            "{} to list {member} as {membership} in {room_id}",
+            reader.user_id
+        ),
+        CROSSING,
+        || async {
+            let members = reader.members(room_id, "").await;
+            members
+                .iter()
+                .any(|(user, seen)| user == member && seen == membership)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The bodies of the `count` messages `m1`..`m{count}` the backfill tests send.
+pub(crate) fn numbered(count: usize) -> Vec<String> {
+    (1..=count).map(|n| format!("m{n}")).collect()
+}
+
+/// Asserts that `who`'s `/sync` since `since` (taken while invited) shows the rejection of the
+/// invite to `room_id`: the room under `rooms.leave` with `who`'s leave in its timeline, and
+/// no longer under `rooms.invite`, there or in an initial sync.
+pub(crate) async fn assert_rejected_in_sync(who: &User, room_id: &str, since: &str) {
+    let after = sync_now(who, Some(since)).await;
+    let rejection = after["rooms"]["leave"][room_id]["timeline"]["events"]
+        .as_array()
+        .and_then(|events| {
+            events.iter().find(|event| {
+                event["type"] == "m.room.member" && event["state_key"] == who.user_id.as_str()
+            })
+        })
+        .unwrap_or_else(|| panic!("no leave of {} in rooms.leave: {after}", who.user_id));
+    assert_eq!(rejection["content"]["membership"], "leave", "{after}");
+    assert!(after["rooms"]["invite"].get(room_id).is_none(), "{after}");
+    let initial = sync_now(who, None).await;
+    assert!(
+        initial["rooms"]["invite"].get(room_id).is_none(),
+        "{initial}"
+    );
+}
