@@ -2,7 +2,8 @@
 # Runs a throwaway Synapse on loopback, the reference the message-send
 # benchmark compares Axon with (see README.md beside this file).
 #
-#   synapse.sh [--install-only] [-- COMMAND [ARGS...]]
+#   synapse.sh [--install-only] [--federation] [--extra-config FILE]
+#              [-- COMMAND [ARGS...]]
 #
 # Installs matrix-synapse (pinned below) from PyPI into a virtualenv under
 # the cache directory, writes a configuration into a fresh temporary
@@ -16,6 +17,16 @@
 # URL on standard output and keeps Synapse running until interrupted.
 # Synapse is stopped, and its directory removed, on any exit (set
 # AXON_BENCH_KEEP=1 to keep the directory, with homeserver.log, for a look).
+#
+#   --federation         also serve the server-server API (and the key
+#                        server) on the same plain-HTTP listener, for a
+#                        benchmark that plays a remote server and sends its
+#                        requests straight to SYNAPSE_URL. Synapse's own
+#                        outbound requests still use TLS, as always.
+#   --extra-config FILE  append FILE (YAML) to the generated configuration,
+#                        for settings a benchmark needs (for instance
+#                        federation_custom_ca_list); its keys must not repeat
+#                        the ones written here.
 #
 # Environment:
 #   SYNAPSE_METRICS    if set to 1, also serve Prometheus metrics on another
@@ -38,10 +49,14 @@ ready_timeout_s=60
 log() { echo "synapse.sh: $*" >&2; }
 
 install_only=0
+federation=0
+extra_config=""
 command_args=()
 while (($# > 0)); do
   case "$1" in
     --install-only) install_only=1; shift ;;
+    --federation) federation=1; shift ;;
+    --extra-config) extra_config="${2:?--extra-config needs a file}"; shift 2 ;;
     --) shift; command_args=("$@"); break ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) log "unknown argument '$1' (see --help)"; exit 2 ;;
@@ -66,6 +81,10 @@ fi
 py="$venv/bin/python"
 if ((install_only)); then
   exit 0
+fi
+if [[ -n $extra_config && ! -r $extra_config ]]; then
+  log "--extra-config: cannot read $extra_config"
+  exit 2
 fi
 
 # ---- configure -------------------------------------------------------------
@@ -110,6 +129,12 @@ if [[ ${SYNAPSE_METRICS:-} == 1 ]]; then
 fi
 secret() { "$py" -c 'import secrets; print(secrets.token_hex(32))'; }
 url="http://127.0.0.1:$port"
+# The listener's resources: the client API, and with --federation the
+# server-server API and the key server too.
+resources="[client]"
+if ((federation)); then
+  resources="[client, federation]"
+fi
 
 # Rate limits: every limiter a client-server benchmark can reach, raised so
 # that Synapse is measured, not its throttling. Keys as read by
@@ -125,7 +150,7 @@ listeners:
     tls: false
     x_forwarded: false
     resources:
-      - names: [client]
+      - names: $resources
         compress: false
 $metrics_listener
 $metrics_enable
@@ -167,6 +192,9 @@ rc_presence:
 rc_profile: $high
 rc_user_directory: $high
 EOF
+if [[ -n $extra_config ]]; then
+  { echo "# From --extra-config $extra_config"; cat "$extra_config"; } >>"$dir/homeserver.yaml"
+fi
 
 # INFO to a file, as a production deployment logs.
 cat >"$dir/log.yaml" <<EOF
