@@ -172,7 +172,9 @@ fn feed_round(
         Ok(servers)
     };
 
-    for (user, view) in services.presence.changes(after, upto)? {
+    let presence_changes = services.presence.changes(after, upto)?;
+    let found_changes = !changes.is_empty() || !presence_changes.is_empty();
+    for (user, view) in presence_changes {
         if user.server_name() != own {
             continue;
         }
@@ -202,9 +204,14 @@ fn feed_round(
         announce_devices(federation, services, &user, position, &servers)?;
     }
 
-    let mut batch = WriteBatch::new();
-    FEED.put(&mut batch, &POSITION_KEY.to_owned(), &upto.0);
-    services.store.write(batch)?;
+    // The position is saved only when the round found changes: passing positions without
+    // any again after a restart queues nothing, and a synced write per stream position would
+    // cost every event a second log sync.
+    if found_changes {
+        let mut batch = WriteBatch::new();
+        FEED.put(&mut batch, &POSITION_KEY.to_owned(), &upto.0);
+        services.store.write(batch)?;
+    }
     Ok((upto, full))
 }
 

@@ -32,6 +32,7 @@ use axon_core::rooms::pdu::Pdu;
 use axon_core::storage::KvStore;
 use ruma::api::federation::transactions::send_transaction_message;
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedServerName, OwnedTransactionId, RoomId,
@@ -309,12 +310,30 @@ pub fn destinations_of(
     own: &ServerName,
 ) -> Result<BTreeSet<OwnedServerName>, FederationError> {
     let rooms = &services.rooms;
-    let mut servers = joined_servers(&rooms.state_at_event(pdu.event_id())?);
-    if pdu.is_state() {
+    let mut servers = if pdu.is_state() {
+        let mut servers = joined_servers(&rooms.state_at_event(pdu.event_id())?);
         servers.extend(joined_servers(&rooms.state_before_event(pdu.event_id())?));
-    }
+        servers
+    } else {
+        // A message changes no membership: its room's servers come from the membership
+        // index, without loading every member event of the room for every message.
+        joined_servers_now(services, pdu.room_id())?
+    };
     servers.remove(own);
     Ok(servers)
+}
+
+/// The servers with a joined member in the room now, from the membership index.
+fn joined_servers_now(
+    services: &Services,
+    room_id: &RoomId,
+) -> Result<BTreeSet<OwnedServerName>, FederationError> {
+    Ok(services
+        .rooms
+        .members(room_id, Some(&MembershipState::Join))?
+        .into_iter()
+        .map(|(user_id, _)| user_id.server_name().to_owned())
+        .collect())
 }
 
 /// The servers of the joined members in `state`.
@@ -339,7 +358,7 @@ pub fn servers_in_room(
     services: &Services,
     room_id: &RoomId,
 ) -> Result<BTreeSet<OwnedServerName>, FederationError> {
-    let mut servers = joined_servers(&services.rooms.current_state(room_id)?);
+    let mut servers = joined_servers_now(services, room_id)?;
     servers.remove(services.rooms.server_name());
     Ok(servers)
 }
