@@ -9,109 +9,18 @@
     reason = "test helpers report failures by panicking with context"
 )]
 
-use std::net::TcpListener;
-use std::path::Path;
+mod federation_support;
 
 use axon_complement_tests::{
-    Homeserver, Response, ServerOptions, assert_matrix_error, canonical_json, encode_path_segment,
+    Homeserver, Response, assert_matrix_error, canonical_json, encode_path_segment,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-const A: &str = "hs-a.test";
-const B: &str = "hs-b.test";
-
-/// A test CA and a certificate for each server name, as PEM files in a temporary directory.
-struct Pki {
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new(names: &[&str]) -> Pki {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("CA key: {e}"));
-        let mut ca_params =
-            CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "Axon test CA");
-        let ca_cert = ca_params
-            .self_signed(&ca_key)
-            .unwrap_or_else(|e| panic!("CA certificate: {e}"));
-        write(dir.path(), "ca.pem", &ca_cert.pem());
-        let issuer = Issuer::new(ca_params, ca_key);
-        for name in names {
-            let key = KeyPair::generate().unwrap_or_else(|e| panic!("server key: {e}"));
-            let mut params =
-                CertificateParams::new(vec![(*name).to_owned()]).unwrap_or_else(|e| panic!("{e}"));
-            params.distinguished_name.push(DnType::CommonName, *name);
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            let cert = params
-                .signed_by(&key, &issuer)
-                .unwrap_or_else(|e| panic!("certificate for {name}: {e}"));
-            write(dir.path(), &format!("{name}.crt"), &cert.pem());
-            write(dir.path(), &format!("{name}.key"), &key.serialize_pem());
-        }
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.path().join(file).display().to_string()
-    }
-}
-
-fn write(dir: &Path, file: &str, contents: &str) {
-    std::fs::write(dir.join(file), contents).unwrap_or_else(|e| panic!("writing {file}: {e}"));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
-/// Options for server `name` listening for TLS on `tls_port`, trusting the test CA and
-/// finding each of `peers` at its TLS port.
-fn options(
-    pki: &Pki,
-    name: &str,
-    tls_port: u16,
-    peers: &[(&str, u16)],
-    extra: &str,
-) -> ServerOptions {
-    let addresses: Vec<String> = peers
-        .iter()
-        .map(|(peer, port)| format!("\"{peer}=127.0.0.1:{port}\""))
-        .collect();
-    ServerOptions::new().with_toml(&format!(
-        r#"
-server_name = "{name}"
-[tls]
-enabled = true
-address = "127.0.0.1:{tls_port}"
-certificate = "{cert}"
-private_key = "{key}"
-[federation]
-trusted_ca = "{ca}"
-allow_private_addresses = true
-server_addresses = [{addresses}]
-{extra}
-"#,
-        cert = pki.path(&format!("{name}.crt")),
-        key = pki.path(&format!("{name}.key")),
-        ca = pki.path("ca.pem"),
-        addresses = addresses.join(", "),
-    ))
-}
+use federation_support::{A, B, Pki, free_port, options};
 
 /// Servers A and B, each able to reach the other over TLS.
 async fn start_pair(b_extra: &str) -> (Pki, Homeserver, Homeserver) {

@@ -18,6 +18,7 @@
 )]
 
 mod args;
+pub(crate) mod axon_bin;
 mod error;
 mod load;
 mod matrix;
@@ -35,12 +36,11 @@ use axon_complement_tests::{Homeserver, ServerOptions, random_string};
 use tokio::task::JoinSet;
 
 use crate::bench::args::{Command, RunArgs, Target, USAGE};
+use crate::bench::axon_bin::{AXON_BIN_ENV, reexec_needed, reexec_with_axon_bin};
 use crate::bench::error::BenchError;
 use crate::bench::matrix::{Sender, User};
 use crate::bench::report::{PhaseReport, Report};
 
-/// The harness reads the axon binary from this variable.
-const AXON_BIN_ENV: &str = "AXON_BIN";
 /// Registrations in flight at once during set-up: enough to keep set-up
 /// short, few enough not to trip anything resembling abuse protection.
 const REGISTRATION_CONCURRENCY: usize = 8;
@@ -65,8 +65,8 @@ pub(crate) fn main() -> ExitCode {
             Ok(())
         }
         Command::Compare { a, b } => compare_files(&a, &b),
-        Command::Run(run) => match reexec_needed(&run) {
-            Ok(Some(binary)) => return reexec_with_axon_bin(&binary),
+        Command::Run(run) => match axon_to_run(&run) {
+            Ok(Some(binary)) => return reexec_with_axon_bin("send_bench", &binary),
             Ok(None) => run_command(&run),
             Err(e) => Err(e),
         },
@@ -87,15 +87,12 @@ fn compare_files(a: &Path, b: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// For `--axon`, the binary to re-run this program with when `$AXON_BIN`
-/// does not already name it (see [`reexec_with_axon_bin`]).
-fn reexec_needed(run: &RunArgs) -> Result<Option<PathBuf>, BenchError> {
+/// For `--axon`, the binary to re-run this program with (see [`reexec_needed`]).
+fn axon_to_run(run: &RunArgs) -> Result<Option<PathBuf>, BenchError> {
     let Target::Axon { binary } = &run.target else {
         return Ok(None);
     };
-    let binary = axon_binary(binary.as_deref())?;
-    let already = std::env::var_os(AXON_BIN_ENV).as_deref() == Some(binary.as_os_str());
-    Ok((!already).then_some(binary))
+    reexec_needed(binary.as_deref())
 }
 
 fn run_command(run: &RunArgs) -> Result<(), BenchError> {
@@ -115,53 +112,6 @@ fn run_command(run: &RunArgs) -> Result<(), BenchError> {
             samples: phase.failure_samples.join("\n"),
         }),
         None => Ok(()),
-    }
-}
-
-/// The axon binary for `--axon`: the flag, else `$AXON_BIN`, else the
-/// `axon` built next to this executable (same target dir and profile).
-fn axon_binary(flag: Option<&Path>) -> Result<PathBuf, BenchError> {
-    let candidate = match (flag, std::env::var_os(AXON_BIN_ENV)) {
-        (Some(path), _) => path.to_owned(),
-        (None, Some(env)) => PathBuf::from(env),
-        (None, None) => std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("axon")))
-            .ok_or_else(|| BenchError::Axon("cannot locate this executable".to_owned()))?,
-    };
-    if !candidate.is_file() {
-        return Err(BenchError::Axon(format!(
-            "{} is not a file: build it (cargo build --release -p axon-homeserver) or pass \
-             --axon-bin PATH",
-            candidate.display()
-        )));
-    }
-    // Absolute, so the re-executed process finds the same file.
-    std::path::absolute(&candidate).map_err(|e| BenchError::Axon(e.to_string()))
-}
-
-/// Runs this program again with `$AXON_BIN` set and returns its exit code.
-///
-/// The harness takes the binary from the environment only, and setting a
-/// variable in the running process is unsafe (other threads may read the
-/// environment), so a child gets it instead.
-fn reexec_with_axon_bin(binary: &Path) -> ExitCode {
-    let status = std::env::current_exe().and_then(|exe| {
-        std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env(AXON_BIN_ENV, binary)
-            .status()
-    });
-    match status {
-        // The child has reported why it failed; pass its exit code on.
-        Ok(status) => match status.code().and_then(|code| u8::try_from(code).ok()) {
-            Some(code) => ExitCode::from(code),
-            None => ExitCode::FAILURE,
-        },
-        Err(e) => {
-            eprintln!("send_bench: re-running with {AXON_BIN_ENV}: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -407,11 +357,5 @@ mod tests {
         let err = run_target(&run).await.unwrap_err();
         assert!(matches!(err, BenchError::Unsupported(_)), "{err}");
         assert!(err.to_string().contains("m.login.dummy"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_axon_binary_is_named() {
-        let err = axon_binary(Some(Path::new("/nonexistent/axon"))).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/axon"), "{err}");
     }
 }

@@ -2,6 +2,8 @@
 //! the modules shared with `send_bench` and `sync_bench`, which use parts of
 //! them this benchmark does not, and the benchmark itself.
 
+#[path = "../axon_bin.rs"]
+pub(crate) mod axon_bin;
 #[allow(dead_code, reason = "the other benchmarks' share of the module")]
 #[path = "../error.rs"]
 pub(crate) mod error;

@@ -10,8 +10,9 @@
 //!   processed every PDU of a transaction (Synapse does, and fetches what
 //!   it dropped through `get_missing_events`), so the wall time runs from
 //!   the first timed request until the last PDU can be read by the local
-//!   user (`GET /rooms/{roomId}/event/{eventId}`, asked every
-//!   [`VISIBLE_POLL`]); the time to the last answer is reported too.
+//!   user (`GET /rooms/{roomId}/event/{eventId}`, asked again each time the
+//!   user's long-polled `/sync` wakes); the time to the last answer is
+//!   reported too.
 //!   Afterwards the local user's `/messages` must hold every PDU.
 //! - Latency: the local user long-polls `/sync` in a loop; the peer sends
 //!   one PDU per transaction, each after the local user has seen the
@@ -49,9 +50,8 @@ const MESSAGES_PAGE: usize = 500;
 const MAX_PAGES: usize = 1000;
 /// How many times the local user reads the whole room back, at most.
 const MAX_MESSAGES_ROUNDS: usize = 20;
-/// How often the local user asks for the last PDU after the last answer:
-/// the processed-throughput figure is late by at most this much.
-const VISIBLE_POLL: Duration = Duration::from_millis(10);
+/// The long poll of the local user's `/sync` while it waits for the last PDU.
+const VISIBLE_SYNC_TIMEOUT_MS: u64 = 30_000;
 /// How long the last PDU may take to become visible after the last answer.
 const VISIBLE_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -301,6 +301,8 @@ async fn wait_visible(
         encode_path_segment(event_id)
     );
     let deadline = Instant::now() + VISIBLE_DEADLINE;
+    // Taken before the first look, so whatever lands after it wakes the long poll below.
+    let mut since = next_batch(&sync_client::sync(http, base_url, device, "timeout=0").await?)?;
     loop {
         let response = http
             .get(&url)
@@ -335,7 +337,13 @@ async fn wait_visible(
                  {VISIBLE_DEADLINE:?} of the last answer"
             )));
         }
-        tokio::time::sleep(VISIBLE_POLL).await;
+        // Every event the server persists moves the user's sync stream: wait for the next
+        // change, then look again.
+        let query = format!(
+            "since={}&timeout={VISIBLE_SYNC_TIMEOUT_MS}",
+            encode_query_value(&since)
+        );
+        since = next_batch(&sync_client::sync(http, base_url, device, &query).await?)?;
     }
 }
 

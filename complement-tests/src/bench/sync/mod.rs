@@ -31,12 +31,11 @@ use std::process::ExitCode;
 use axon_complement_tests::{Homeserver, ServerOptions, random_string};
 use serde_json::json;
 
+use crate::bench::axon_bin::{AXON_BIN_ENV, reexec_needed, reexec_with_axon_bin};
 use crate::bench::error::BenchError;
 use crate::bench::sync::args::{Command, RunArgs, Target, USAGE};
 use crate::bench::sync::report::{Report, WakeupReport};
 
-/// The harness reads the axon binary from this variable.
-const AXON_BIN_ENV: &str = "AXON_BIN";
 /// Added to the harness defaults for `--axon`: the durable write path a
 /// production server runs with (also the default, stated so it cannot
 /// silently change under the benchmark).
@@ -58,8 +57,8 @@ pub(crate) fn main() -> ExitCode {
             Ok(())
         }
         Command::Compare { a, b } => compare_files(&a, &b),
-        Command::Run(run) => match reexec_needed(&run) {
-            Ok(Some(binary)) => return reexec_with_axon_bin(&binary),
+        Command::Run(run) => match axon_to_run(&run) {
+            Ok(Some(binary)) => return reexec_with_axon_bin("sync_bench", &binary),
             Ok(None) => run_command(&run),
             Err(e) => Err(e),
         },
@@ -80,59 +79,12 @@ fn compare_files(a: &Path, b: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// For `--axon`, the binary to re-run this program with when `$AXON_BIN`
-/// does not already name it (see [`reexec_with_axon_bin`]).
-fn reexec_needed(run: &RunArgs) -> Result<Option<PathBuf>, BenchError> {
+/// For `--axon`, the binary to re-run this program with (see [`reexec_needed`]).
+fn axon_to_run(run: &RunArgs) -> Result<Option<PathBuf>, BenchError> {
     let Target::Axon { binary } = &run.target else {
         return Ok(None);
     };
-    let binary = axon_binary(binary.as_deref())?;
-    let already = std::env::var_os(AXON_BIN_ENV).as_deref() == Some(binary.as_os_str());
-    Ok((!already).then_some(binary))
-}
-
-/// The axon binary for `--axon`: the flag, else `$AXON_BIN`, else the
-/// `axon` built next to this executable (same target dir and profile).
-fn axon_binary(flag: Option<&Path>) -> Result<PathBuf, BenchError> {
-    let candidate = match (flag, std::env::var_os(AXON_BIN_ENV)) {
-        (Some(path), _) => path.to_owned(),
-        (None, Some(env)) => PathBuf::from(env),
-        (None, None) => std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("axon")))
-            .ok_or_else(|| BenchError::Axon("cannot locate this executable".to_owned()))?,
-    };
-    if !candidate.is_file() {
-        return Err(BenchError::Axon(format!(
-            "{} is not a file: build it (cargo build --release -p axon-homeserver) or pass \
-             --axon-bin PATH",
-            candidate.display()
-        )));
-    }
-    // Absolute, so the re-executed process finds the same file.
-    std::path::absolute(&candidate).map_err(|e| BenchError::Axon(e.to_string()))
-}
-
-/// Runs this program again with `$AXON_BIN` set and returns its exit code:
-/// the harness takes the binary from the environment only, and setting a
-/// variable in the running process is unsafe.
-fn reexec_with_axon_bin(binary: &Path) -> ExitCode {
-    let status = std::env::current_exe().and_then(|exe| {
-        std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env(AXON_BIN_ENV, binary)
-            .status()
-    });
-    match status {
-        Ok(status) => match status.code().and_then(|code| u8::try_from(code).ok()) {
-            Some(code) => ExitCode::from(code),
-            None => ExitCode::FAILURE,
-        },
-        Err(e) => {
-            eprintln!("sync_bench: re-running with {AXON_BIN_ENV}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    reexec_needed(binary.as_deref())
 }
 
 fn run_command(run: &RunArgs) -> Result<(), BenchError> {

@@ -2,6 +2,8 @@
 //! modules shared with `send_bench`, which uses parts of them this
 //! benchmark does not, and the benchmark itself.
 
+#[path = "../axon_bin.rs"]
+pub(crate) mod axon_bin;
 #[allow(dead_code, reason = "send_bench's share of the module")]
 #[path = "../error.rs"]
 pub(crate) mod error;

@@ -146,6 +146,98 @@ impl Rooms {
         self.receive(head, pdu, Mode::Timeline(Some(state)))
     }
 
+    /// The auth events of `pdu` that are stored (for check 4), and the ids of those that are
+    /// not.
+    fn auth_events_of(
+        &self,
+        pdu: &Pdu,
+        version: &RoomVersion,
+        events: &EventCache<'_>,
+    ) -> Result<(Vec<Arc<Pdu>>, Vec<OwnedEventId>), RoomError> {
+        let mut missing = Vec::new();
+        let mut auth_events = Vec::new();
+        for auth_id in required_auth_events(pdu, version) {
+            match events.get_stored(&auth_id) {
+                Some(event) => auth_events.push(event),
+                None => missing.push(auth_id),
+            }
+        }
+        events.finish()?;
+        Ok((auth_events, missing))
+    }
+
+    /// The state before `pdu` from the states after its prev events: the stored snapshot they
+    /// share, or their resolution. Prev events not in the graph go to `missing`; one of another
+    /// room sets `rejection` (the state is then empty, as nothing will be checked against it).
+    fn state_after_prevs(
+        &self,
+        head: &RoomHead,
+        pdu: &Pdu,
+        events: &EventCache<'_>,
+        missing: &mut Vec<OwnedEventId>,
+        rejection: &mut Option<String>,
+    ) -> Result<StateBefore, RoomError> {
+        let mut snapshots: Vec<Option<SnapshotId>> = Vec::new();
+        for prev in pdu.prev_events() {
+            match self.prev_state(prev, &head.room_id)? {
+                PrevState::Usable(snapshot) => {
+                    if !snapshots.contains(&snapshot) {
+                        snapshots.push(snapshot);
+                    }
+                }
+                PrevState::Unknown => missing.push(prev.clone()),
+                PrevState::OtherRoom => {
+                    *rejection = Some(format!("prev event {prev} is in another room"));
+                }
+            }
+        }
+        Ok(match (rejection.is_some(), snapshots.as_slice()) {
+            (true, _) | (false, []) => StateBefore::Stored(None),
+            (false, [one]) => StateBefore::Stored(*one),
+            (false, many) => {
+                let sets = many
+                    .iter()
+                    .map(|snapshot| self.snapshot_ids(*snapshot))
+                    .collect::<Result<Vec<_>, _>>()?;
+                StateBefore::Computed(self.resolve_sets(&head.version, &sets, events)?)
+            }
+        })
+    }
+
+    /// The spec's checks 4 (against its own auth events) and 5 (against the state before
+    /// it): why `pdu` is rejected, if it is.
+    fn check_before(
+        &self,
+        version: &RoomVersion,
+        pdu: &Pdu,
+        auth_events: &[Arc<Pdu>],
+        state_before: &StateBefore,
+        events: &EventCache<'_>,
+    ) -> Result<Option<String>, RoomError> {
+        if let Err(err) = check_auth_against_auth_events(version, pdu, auth_events) {
+            return Ok(Some(err.reason()));
+        }
+        let verdict = match state_before {
+            StateBefore::Stored(snapshot) => {
+                let view = StateView::new(self, *snapshot);
+                let verdict = check_auth(version, pdu, |kind: &StateEventType, key: &str| {
+                    view.get(kind, key)
+                });
+                view.finish()?;
+                verdict
+            }
+            StateBefore::Computed(state) => {
+                let verdict = check_auth(version, pdu, |kind: &StateEventType, key: &str| {
+                    let event_id = state.get(&(kind.clone(), key.to_owned()))?;
+                    events.get_stored(event_id)
+                });
+                events.finish()?;
+                verdict
+            }
+        };
+        Ok(verdict.err().map(|err| err.reason()))
+    }
+
     /// The checks on receipt and the write of their verdict, for a room whose lock is held.
     fn receive(&self, head: RoomHead, pdu: Pdu, mode: Mode) -> Result<RemoteOutcome, RoomError> {
         if let Some((_, record)) = self.stored_record(pdu.event_id())?
@@ -169,15 +261,7 @@ impl Rooms {
 
         let version = head.version.clone();
         let events = EventCache::new(self, Some(Arc::new(pdu.clone())));
-        let mut missing = Vec::new();
-        let mut auth_events = Vec::new();
-        for auth_id in required_auth_events(&pdu, &version) {
-            match events.get_stored(&auth_id) {
-                Some(event) => auth_events.push(event),
-                None => missing.push(auth_id),
-            }
-        }
-        events.finish()?;
+        let (auth_events, mut missing) = self.auth_events_of(&pdu, &version, &events)?;
 
         let mut rejection = None;
         let state_before = match &mode {
@@ -185,31 +269,7 @@ impl Rooms {
                 StateBefore::Computed(state.clone())
             }
             Mode::Timeline(None) => {
-                let mut snapshots: Vec<Option<SnapshotId>> = Vec::new();
-                for prev in pdu.prev_events() {
-                    match self.prev_state(prev, &head.room_id)? {
-                        PrevState::Usable(snapshot) => {
-                            if !snapshots.contains(&snapshot) {
-                                snapshots.push(snapshot);
-                            }
-                        }
-                        PrevState::Unknown => missing.push(prev.clone()),
-                        PrevState::OtherRoom => {
-                            rejection = Some(format!("prev event {prev} is in another room"));
-                        }
-                    }
-                }
-                match (rejection.is_some(), snapshots.as_slice()) {
-                    (true, _) | (false, []) => StateBefore::Stored(None),
-                    (false, [one]) => StateBefore::Stored(*one),
-                    (false, many) => {
-                        let sets = many
-                            .iter()
-                            .map(|snapshot| self.snapshot_ids(*snapshot))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        StateBefore::Computed(self.resolve_sets(&version, &sets, &events)?)
-                    }
-                }
+                self.state_after_prevs(&head, &pdu, &events, &mut missing, &mut rejection)?
             }
         };
         if !missing.is_empty() {
@@ -218,35 +278,8 @@ impl Rooms {
             return Err(RoomError::MissingEvents(missing));
         }
 
-        // Check 4: against its own auth events.
-        if rejection.is_none()
-            && let Err(err) = check_auth_against_auth_events(&version, &pdu, &auth_events)
-        {
-            rejection = Some(err.reason());
-        }
-        // Check 5: against the state before it.
         if rejection.is_none() {
-            let verdict = match &state_before {
-                StateBefore::Stored(snapshot) => {
-                    let view = StateView::new(self, *snapshot);
-                    let verdict = check_auth(&version, &pdu, |kind: &StateEventType, key: &str| {
-                        view.get(kind, key)
-                    });
-                    view.finish()?;
-                    verdict
-                }
-                StateBefore::Computed(state) => {
-                    let verdict = check_auth(&version, &pdu, |kind: &StateEventType, key: &str| {
-                        let event_id = state.get(&(kind.clone(), key.to_owned()))?;
-                        events.get_stored(event_id)
-                    });
-                    events.finish()?;
-                    verdict
-                }
-            };
-            if let Err(err) = verdict {
-                rejection = Some(err.reason());
-            }
+            rejection = self.check_before(&version, &pdu, &auth_events, &state_before, &events)?;
         }
         let is_join = matches!(mode, Mode::Join { .. });
         if let Some(reason) = rejection {

@@ -97,11 +97,21 @@ pub(crate) async fn sync(
                 let response = compute(
                     services, &user, &filter, since, full_state, upto, typing_now,
                 )?;
-                Ok((response, WatchedRooms::of(services, &user.user_id)?))
+                // Read only by a sync that is going to wait.
+                let answers_now = since.is_none() || full_state || response.has_updates();
+                let watched = if answers_now {
+                    None
+                } else {
+                    Some(WatchedRooms::of(services, &user.user_id)?)
+                };
+                Ok((response, watched))
             })
             .await?
         };
-        if since.is_none() || full_state || response.has_updates() || Instant::now() >= deadline {
+        let Some(watched) = watched else {
+            return Ok(Json(response));
+        };
+        if Instant::now() >= deadline {
             return Ok(Json(response));
         }
         // Nothing for this user up to here: what comes next is measured from here.

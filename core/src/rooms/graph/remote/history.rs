@@ -14,11 +14,10 @@ use std::sync::Arc;
 use ruma::events::StateEventType;
 use ruma::{OwnedEventId, RoomId};
 
-use super::super::append::{PendingDurability, StateView};
+use super::super::append::PendingDurability;
 use super::super::tables::{EVENTS, EventStatus, STREAM_COUNTER, StreamPosition, TOPOLOGY};
 use super::state::EventCache;
-use super::{PrevState, RemoteOutcome, StateBefore, event_record, required_auth_events};
-use crate::rooms::auth::{check_auth, check_auth_against_auth_events};
+use super::{RemoteOutcome, StateBefore, event_record};
 use crate::rooms::graph::{RoomError, RoomGuard, Rooms};
 use crate::rooms::pdu::Pdu;
 use crate::storage::Json;
@@ -77,15 +76,7 @@ impl Rooms {
         }
         let version = head.version.clone();
         let events = EventCache::new(self, Some(Arc::new(pdu.clone())));
-        let mut missing = Vec::new();
-        let mut auth_events = Vec::new();
-        for auth_id in required_auth_events(&pdu, &version) {
-            match events.get_stored(&auth_id) {
-                Some(event) => auth_events.push(event),
-                None => missing.push(auth_id),
-            }
-        }
-        events.finish()?;
+        let (auth_events, mut missing) = self.auth_events_of(&pdu, &version, &events)?;
         if !missing.is_empty() {
             return Err(RoomError::MissingEvents(missing));
         }
@@ -96,65 +87,18 @@ impl Rooms {
                 StateBefore::Computed(self.store_state(&head.room_id, &version, given)?)
             }
             None => {
-                let mut snapshots = Vec::new();
-                for prev in pdu.prev_events() {
-                    match self.prev_state(prev, &head.room_id)? {
-                        PrevState::Usable(snapshot) => {
-                            if !snapshots.contains(&snapshot) {
-                                snapshots.push(snapshot);
-                            }
-                        }
-                        PrevState::Unknown => missing.push(prev.clone()),
-                        PrevState::OtherRoom => {
-                            rejection = Some(format!("prev event {prev} is in another room"));
-                        }
-                    }
-                }
+                let state =
+                    self.state_after_prevs(&head, &pdu, &events, &mut missing, &mut rejection)?;
                 if !missing.is_empty() && rejection.is_none() {
                     return Err(RoomError::MissingEvents(missing));
                 }
-                match (rejection.is_some(), snapshots.as_slice()) {
-                    (true, _) | (false, []) => StateBefore::Stored(None),
-                    (false, [one]) => StateBefore::Stored(*one),
-                    (false, many) => {
-                        let sets = many
-                            .iter()
-                            .map(|snapshot| self.snapshot_ids(*snapshot))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        StateBefore::Computed(self.resolve_sets(&version, &sets, &events)?)
-                    }
-                }
+                state
             }
         };
 
         // Check 4: against its own auth events; check 5: against the state before it.
-        if rejection.is_none()
-            && let Err(err) = check_auth_against_auth_events(&version, &pdu, &auth_events)
-        {
-            rejection = Some(err.reason());
-        }
         if rejection.is_none() {
-            let verdict = match &state_before {
-                StateBefore::Stored(snapshot) => {
-                    let view = StateView::new(self, *snapshot);
-                    let verdict = check_auth(&version, &pdu, |kind: &StateEventType, key: &str| {
-                        view.get(kind, key)
-                    });
-                    view.finish()?;
-                    verdict
-                }
-                StateBefore::Computed(state) => {
-                    let verdict = check_auth(&version, &pdu, |kind: &StateEventType, key: &str| {
-                        let event_id = state.get(&(kind.clone(), key.to_owned()))?;
-                        events.get_stored(event_id)
-                    });
-                    events.finish()?;
-                    verdict
-                }
-            };
-            if let Err(err) = verdict {
-                rejection = Some(err.reason());
-            }
+            rejection = self.check_before(&version, &pdu, &auth_events, &state_before, &events)?;
         }
         if let Some(reason) = rejection {
             return self.store_unaccepted(&head, &pdu, state_before, EventStatus::Rejected(reason));
