@@ -1,15 +1,18 @@
 //! Dehydrated devices (MSC3814): one offline device per user that receives to-device
 //! messages while every real device is away.
 
+use std::collections::BTreeSet;
+
 use ruma::events::AnyToDeviceEvent;
 use ruma::serde::Raw;
 use ruma::{DeviceId, OwnedDeviceId, UserId};
 use serde_json::Value;
 
+use super::device_lists::write_device_list_changes;
 use super::keys::{KeyUpload, check_device_keys};
-use super::tables::{DEHYDRATED, DehydratedRecord, append_batch, record_device_list_change};
+use super::tables::{DEHYDRATED, DehydratedRecord, append_batch};
 use super::{E2ee, E2eeError, lock};
-use crate::rooms::graph::{Rooms, StreamPosition};
+use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::{Json, WriteBatch};
 
 /// A user's dehydrated device.
@@ -81,14 +84,16 @@ impl E2ee {
                 display_name,
             };
             DEHYDRATED.put(&mut batch, &user.to_owned(), &Json(record));
-            let owner = user.to_owned();
-            rooms.write_at_next_position(|into, position| {
-                append_batch(into, batch);
-                if previous.is_some() {
-                    record_device_list_change(into, &owner, position);
-                }
-                Ok(())
-            })?;
+            if previous.is_some() {
+                write_device_list_changes(rooms, &BTreeSet::from([user.to_owned()]), batch)?;
+            } else {
+                // No device went: nothing any sync shows changed.
+                let audience = Audience::User(user.to_owned());
+                rooms.write_at_next_position_for(audience, |into, _| {
+                    append_batch(into, batch);
+                    Ok(())
+                })?;
+            }
             self.note_to_device_removed(removed);
         }
         self.upload_keys(rooms, user, device_id, upload)?;
@@ -118,12 +123,7 @@ impl E2ee {
         let mut batch = WriteBatch::new();
         let removed = self.remove_device_keys_into(&mut batch, user, &record.device_id)?;
         DEHYDRATED.delete(&mut batch, &user.to_owned());
-        let owner = user.to_owned();
-        rooms.write_at_next_position(|into, position| {
-            append_batch(into, batch);
-            record_device_list_change(into, &owner, position);
-            Ok(())
-        })?;
+        write_device_list_changes(rooms, &BTreeSet::from([user.to_owned()]), batch)?;
         self.note_to_device_removed(removed);
         Ok(record.device_id)
     }

@@ -11,11 +11,15 @@ use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use super::tables::{DEVICE_LIST_STREAM, append_batch, record_device_list_change};
 use super::{E2ee, E2eeError};
 use crate::accounts::devices::DEVICE_REMOVALS;
-use crate::rooms::graph::{Rooms, StreamPosition};
+use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::{Direction as ScanDirection, KeyCodec, KeyRange, WriteBatch};
 
 /// Timeline events read per page when looking for membership changes.
 const TIMELINE_PAGE: usize = 200;
+/// The most rooms the audience of a device list change lists (as for presence): the changes
+/// of users in more rooms wake every waiting sync, which keeps the notifier's log of recent
+/// audiences small.
+const MAX_AUDIENCE_ROOMS: usize = 64;
 
 /// The users whose device lists a client must refetch (`changed`) or may forget (`left`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -153,11 +157,7 @@ impl E2ee {
     /// Records a change of `user`'s devices that touched no key (a device renamed), so
     /// syncs and other servers learn of it. Synchronous: call it from `spawn_blocking`.
     pub fn record_device_change(&self, rooms: &Rooms, user: &UserId) -> Result<(), E2eeError> {
-        let owner = user.to_owned();
-        rooms.write_at_next_position(|into, position| {
-            record_device_list_change(into, &owner, position);
-            Ok(())
-        })?;
+        write_device_list_changes(rooms, &BTreeSet::from([user.to_owned()]), WriteBatch::new())?;
         Ok(())
     }
 
@@ -192,13 +192,7 @@ impl E2ee {
             }
             removed_messages += self.remove_device_keys_into(&mut batch, user, device)?;
         }
-        rooms.write_at_next_position(|into, position| {
-            append_batch(into, batch);
-            for user in &users {
-                record_device_list_change(into, user, position);
-            }
-            Ok(())
-        })?;
+        write_device_list_changes(rooms, &users, batch)?;
         self.note_to_device_removed(removed_messages);
         tracing::debug!(
             devices = pending.len(),
@@ -206,6 +200,90 @@ impl E2ee {
         );
         Ok(pending.len())
     }
+}
+
+/// Writes `batch` at the next stream position with a device list change of each of `users`,
+/// for the syncs those changes concern (see [`device_list_audience`]). Synchronous: call it
+/// from `spawn_blocking`.
+pub(super) fn write_device_list_changes(
+    rooms: &Rooms,
+    users: &BTreeSet<OwnedUserId>,
+    batch: WriteBatch,
+) -> Result<StreamPosition, E2eeError> {
+    let planned = device_list_audience(rooms, users)?;
+    write_planned_device_list_changes(rooms, users, batch, planned)
+}
+
+/// [`write_device_list_changes`] with the audience read beforehand.
+///
+/// The audience is read before the position is allocated, so a membership written in
+/// between (a join of one of `users`, at an earlier position that the new room mates may
+/// already have been answered with) can be missing from it. The rooms are read again once
+/// the change is written, and if they are no longer covered, the change is recorded once more
+/// at a position that wakes every sync.
+pub(super) fn write_planned_device_list_changes(
+    rooms: &Rooms,
+    users: &BTreeSet<OwnedUserId>,
+    batch: WriteBatch,
+    planned: Option<(Audience, BTreeSet<OwnedRoomId>)>,
+) -> Result<StreamPosition, E2eeError> {
+    let write = |into: &mut WriteBatch, position| {
+        append_batch(into, batch);
+        for user in users {
+            record_device_list_change(into, user, position);
+        }
+        Ok(())
+    };
+    let Some((audience, listed)) = planned else {
+        return Ok(rooms.write_at_next_position(write)?);
+    };
+    let position = rooms.write_at_next_position_for(audience, write)?;
+    let still_covered =
+        device_list_audience(rooms, users)?.is_some_and(|(_, now)| now.is_subset(&listed));
+    if !still_covered {
+        rooms.write_at_next_position(|into, position| {
+            for user in users {
+                record_device_list_change(into, user, position);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(position)
+}
+
+/// Whom a device list change of `users` concerns, as [`E2ee::device_list_changes`] decides:
+/// each of them that is a user of this server (their own syncs list themselves), and every
+/// user joined to a room one of them is joined to. One audience names one user: the others
+/// of this server are reached through their joined rooms, so `None` (everyone) when one of
+/// them has none, or when the rooms are too many. Returned with the rooms it lists.
+pub(super) fn device_list_audience(
+    rooms: &Rooms,
+    users: &BTreeSet<OwnedUserId>,
+) -> Result<Option<(Audience, BTreeSet<OwnedRoomId>)>, E2eeError> {
+    let local = |user: &UserId| user.server_name() == rooms.server_name();
+    let Some(subject) = users
+        .iter()
+        .find(|user| local(user))
+        .or_else(|| users.iter().next())
+    else {
+        return Ok(None);
+    };
+    let mut listed = BTreeSet::new();
+    for user in users {
+        let joined = rooms.joined_rooms(user)?;
+        if user != subject && local(user) && joined.is_empty() {
+            return Ok(None);
+        }
+        listed.extend(joined);
+    }
+    if listed.len() > MAX_AUDIENCE_ROOMS {
+        return Ok(None);
+    }
+    let audience = Audience::UserAndRoomMates {
+        user_id: subject.clone(),
+        rooms: listed.iter().cloned().collect(),
+    };
+    Ok(Some((audience, listed)))
 }
 
 /// Whether the room's current state has an `m.room.encryption` event.

@@ -1,6 +1,6 @@
 //! Device keys, one-time keys and fallback keys: upload, counts, claims and queries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ruma::encryption::{DeviceKeys, OneTimeKey};
 use ruma::serde::Raw;
@@ -10,10 +10,8 @@ use ruma::{
 };
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::tables::{
-    DEVICE_KEYS, FALLBACK_KEYS, FallbackKey, ONE_TIME_KEYS, SIGNATURES, append_batch,
-    record_device_list_change,
-};
+use super::device_lists::write_device_list_changes;
+use super::tables::{DEVICE_KEYS, FALLBACK_KEYS, FallbackKey, ONE_TIME_KEYS, SIGNATURES};
 use super::verify::{add_signature, check_signature, object_field, str_field};
 use super::{E2ee, E2eeError, lock};
 use crate::rooms::graph::Rooms;
@@ -230,12 +228,7 @@ impl E2ee {
         match new_device_keys.filter(|keys| stored.as_ref() != Some(keys)) {
             Some(keys) => {
                 DEVICE_KEYS.put(&mut batch, &dev_key, &Json(keys));
-                let owner = user.to_owned();
-                rooms.write_at_next_position(|into, position| {
-                    append_batch(into, batch);
-                    record_device_list_change(into, &owner, position);
-                    Ok(())
-                })?;
+                write_device_list_changes(rooms, &BTreeSet::from([user.to_owned()]), batch)?;
             }
             None if !batch.is_empty() => self.store().write(batch)?,
             None => {}

@@ -7,8 +7,8 @@
 //!   key) and the signatures users upload for their devices and for other users' master keys,
 //!   each checked against the stored key it signs.
 //! - [`device_lists`]: every change of a user's devices or keys is recorded at the next
-//!   server-wide stream position (`Rooms::write_at_next_position`, which wakes waiting syncs),
-//!   so one sync token position covers it; [`E2ee::device_list_changes`] turns a range of
+//!   server-wide stream position (`Rooms::write_at_next_position_for`, which wakes the waiting
+//!   syncs of the user and their room mates), so one sync token position covers it; [`E2ee::device_list_changes`] turns a range of
 //!   positions into the `changed` and `left` lists of a user.
 //! - [`to_device`]: per-device inboxes at stream positions, idempotent per sending device and
 //!   transaction id; messages are deleted once a client's next sync acknowledges them.

@@ -3,12 +3,15 @@
 //! list changes so local clients that share a room with them refetch them; and what other
 //! servers ask about local users' devices.
 
+use std::collections::BTreeSet;
+
 use ruma::encryption::DeviceKeys;
 use ruma::serde::Raw;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
+use super::device_lists::write_device_list_changes;
 use super::keys::check_device_keys;
-use super::tables::{DEVICE_KEYS, DEVICE_LIST_BY_USER, append_batch, record_device_list_change};
+use super::tables::{DEVICE_KEYS, DEVICE_LIST_BY_USER};
 use super::{E2ee, E2eeError, lock};
 use crate::rooms::graph::{Rooms, StreamPosition};
 use crate::storage::{Direction, Json, KeyCodec, KeyRange, WriteBatch};
@@ -38,12 +41,8 @@ impl E2ee {
         } else if let Some(keys) = checked {
             DEVICE_KEYS.put(&mut batch, &key, &Json(keys));
         }
-        let owner = user.to_owned();
-        rooms.write_at_next_position(|into, position| {
-            append_batch(into, batch);
-            record_device_list_change(into, &owner, position);
-            Ok(())
-        })?;
+        // Its syncs are elsewhere: the local users sharing a room with it are the audience.
+        write_device_list_changes(rooms, &BTreeSet::from([user.to_owned()]), batch)?;
         Ok(())
     }
 
@@ -71,12 +70,8 @@ impl E2ee {
                 }
             }
         }
-        let owner = user.to_owned();
-        rooms.write_at_next_position(|into, position| {
-            append_batch(into, batch);
-            record_device_list_change(into, &owner, position);
-            Ok(())
-        })?;
+        // Its syncs are elsewhere: the local users sharing a room with it are the audience.
+        write_device_list_changes(rooms, &BTreeSet::from([user.to_owned()]), batch)?;
         Ok(())
     }
 

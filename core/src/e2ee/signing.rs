@@ -1,7 +1,7 @@
 //! Cross-signing: the master, self-signing and user-signing keys, and the signatures users
 //! upload for devices and keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ruma::encryption::{CrossSigningKey, KeyUsage};
 use ruma::serde::Raw;
@@ -9,10 +9,9 @@ use ruma::{CanonicalJsonObject, OwnedUserId, UserId};
 use serde_json::json;
 use serde_json::value::RawValue as RawJsonValue;
 
+use super::device_lists::write_device_list_changes;
 use super::keys::{canonical_object, device_ed25519};
-use super::tables::{
-    CROSS_SIGNING_KEYS, DEVICE_KEYS, SIGNATURES, append_batch, record_device_list_change,
-};
+use super::tables::{CROSS_SIGNING_KEYS, DEVICE_KEYS, SIGNATURES};
 use super::verify::{check_given_signature, check_signature, object_field, signature_of};
 use super::{E2ee, E2eeError, MASTER, SELF_SIGNING, USER_SIGNING, lock};
 use crate::rooms::graph::Rooms;
@@ -184,12 +183,7 @@ impl E2ee {
         if batch.is_empty() {
             return Ok(());
         }
-        let owner = user.to_owned();
-        rooms.write_at_next_position(|into, position| {
-            append_batch(into, batch);
-            record_device_list_change(into, &owner, position);
-            Ok(())
-        })?;
+        write_device_list_changes(rooms, &BTreeSet::from([user.to_owned()]), batch)?;
         Ok(())
     }
 
@@ -221,7 +215,7 @@ impl E2ee {
         let _guard = lock(&self.keys_lock);
         let mut failures = SignatureFailures::new();
         let mut batch = WriteBatch::new();
-        let mut changed = std::collections::BTreeSet::new();
+        let mut changed = BTreeSet::new();
         for (target, keys) in signed {
             for (key_id, json) in keys {
                 let outcome = if target == signer {
@@ -248,13 +242,7 @@ impl E2ee {
             }
         }
         if !batch.is_empty() {
-            rooms.write_at_next_position(|into, position| {
-                append_batch(into, batch);
-                for user in &changed {
-                    record_device_list_change(into, user, position);
-                }
-                Ok(())
-            })?;
+            write_device_list_changes(rooms, &changed, batch)?;
         }
         Ok(failures)
     }

@@ -927,3 +927,213 @@ fn signatures_of_remote_master_keys_are_checked_kept_and_shown_to_their_signer()
     let seen = h.e2ee.with_own_signatures(&carol, &bob, served).unwrap();
     assert!(!seen.contains_key("signatures"), "{seen:?}");
 }
+
+/// The audience recorded for the single position after `before`.
+fn audience_after(h: &Harness, before: StreamPosition) -> crate::rooms::graph::StreamAudience {
+    assert_eq!(h.now().0, before.0 + 1, "one position written");
+    h.rooms.notifier().audience(before, h.now())
+}
+
+fn listed(audience: crate::rooms::graph::Audience) -> crate::rooms::graph::StreamAudience {
+    crate::rooms::graph::StreamAudience::Listed(vec![audience])
+}
+
+#[test]
+fn device_list_changes_concern_the_user_and_its_room_mates() {
+    use crate::rooms::graph::Audience;
+
+    let h = Harness::new();
+    let alice = user("@alice:example.org");
+    let bob = user("@bob:example.org");
+    let carol = user("@carol:example.org");
+    let room = h.room(&alice, true);
+    h.membership(&room, &bob, "join");
+    let mates = |user: &OwnedUserId, rooms: Vec<OwnedRoomId>| Audience::UserAndRoomMates {
+        user_id: user.clone(),
+        rooms,
+    };
+
+    // New device keys, a renamed device: bob and everyone joined to his rooms.
+    let before = h.now();
+    h.upload_device(&bob, "BOBDEV");
+    assert_eq!(
+        audience_after(&h, before),
+        listed(mates(&bob, vec![room.clone()]))
+    );
+    let before = h.now();
+    h.e2ee.record_device_change(&h.rooms, &carol).unwrap();
+    assert_eq!(
+        audience_after(&h, before),
+        listed(mates(&carol, Vec::new()))
+    );
+
+    // A remote user's change: the local users sharing a room with them (none here).
+    let remote = user("@dan:elsewhere.org");
+    let pair = key_pair("DANDEV");
+    let before = h.now();
+    h.e2ee
+        .apply_remote_device_update(
+            &h.rooms,
+            &remote,
+            "DANDEV".into(),
+            Some(&device_keys(&remote, "DANDEV", &pair)),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        audience_after(&h, before),
+        listed(mates(&remote, Vec::new()))
+    );
+
+    // Several users (a signature of another user's key): one is named, the other local ones
+    // are reached through their rooms, so each must have one.
+    let audience = |users: &[&OwnedUserId]| {
+        let users: BTreeSet<OwnedUserId> = users.iter().map(|user| (*user).clone()).collect();
+        device_lists::device_list_audience(&h.rooms, &users)
+            .unwrap()
+            .map(|(audience, _)| audience)
+    };
+    assert_eq!(
+        audience(&[&bob, &alice]),
+        Some(mates(&alice, vec![room.clone()]))
+    );
+    assert_eq!(audience(&[&alice, &carol]), None);
+    assert_eq!(
+        audience(&[&remote, &carol]),
+        Some(mates(&carol, Vec::new()))
+    );
+    assert_eq!(audience(&[]), None);
+}
+
+#[test]
+fn a_join_between_reading_the_audience_and_writing_announces_the_change_to_everyone() {
+    let h = Harness::new();
+    let alice = user("@alice:example.org");
+    let carol = user("@carol:example.org");
+    let room = h.room(&alice, true);
+    let users = BTreeSet::from([carol.clone()]);
+    let planned = device_lists::device_list_audience(&h.rooms, &users).unwrap();
+    // Carol joins alice's room after her rooms were read: alice may be answered with the join
+    // before the change, and the audience does not name the room.
+    h.membership(&room, &carol, "join");
+    let before = h.now();
+    device_lists::write_planned_device_list_changes(
+        &h.rooms,
+        &users,
+        crate::storage::WriteBatch::new(),
+        planned,
+    )
+    .unwrap();
+    assert_eq!(h.now().0, before.0 + 2);
+    assert_eq!(
+        h.rooms
+            .notifier()
+            .audience(StreamPosition(before.0 + 1), h.now()),
+        crate::rooms::graph::StreamAudience::Everyone
+    );
+    let changes = h.e2ee.device_list_changes_after(before, 10).unwrap();
+    assert_eq!(
+        changes
+            .into_iter()
+            .map(|(_, user)| user)
+            .collect::<Vec<_>>(),
+        vec![carol.clone(), carol.clone()]
+    );
+    // Read afresh, the audience names the room, and one position is enough.
+    let before = h.now();
+    h.e2ee.record_device_change(&h.rooms, &carol).unwrap();
+    assert_eq!(
+        audience_after(&h, before),
+        listed(crate::rooms::graph::Audience::UserAndRoomMates {
+            user_id: carol.clone(),
+            rooms: vec![room],
+        })
+    );
+}
+
+#[test]
+fn to_device_messages_concern_their_recipient() {
+    use crate::rooms::graph::{Audience, StreamAudience};
+
+    let h = Harness::new();
+    let alice = user("@alice:example.org");
+    let bob = user("@bob:example.org");
+    let carol = user("@carol:example.org");
+    let message = |user: &OwnedUserId| ToDeviceMessage {
+        user_id: user.clone(),
+        device_id: "DEV".into(),
+        content: serde_json::value::to_raw_value(&json!({})).unwrap(),
+    };
+    let send = |txn: &str, messages: Vec<ToDeviceMessage>| {
+        let before = h.now();
+        h.e2ee
+            .send_to_device(&h.rooms, &alice, "ADEV".into(), txn, "m.test", messages)
+            .unwrap();
+        audience_after(&h, before)
+    };
+    assert_eq!(
+        send("one", vec![message(&bob), message(&bob)]),
+        listed(Audience::User(bob.clone()))
+    );
+    assert_eq!(
+        send("none", Vec::new()),
+        listed(Audience::User(alice.clone()))
+    );
+    assert_eq!(
+        send("two", vec![message(&carol), message(&bob), message(&carol)]),
+        listed(Audience::Users(vec![bob.clone(), carol.clone()]))
+    );
+    let crowd: Vec<ToDeviceMessage> = (0..=super::to_device::MAX_AUDIENCE_USERS)
+        .map(|n| message(&user(&format!("@u{n}:example.org"))))
+        .collect();
+    assert_eq!(send("crowd", crowd), StreamAudience::Everyone);
+}
+
+#[test]
+fn a_first_dehydrated_device_concerns_its_owner_alone() {
+    use crate::rooms::graph::Audience;
+
+    let h = Harness::new();
+    let alice = user("@alice:example.org");
+    let room = h.room(&alice, false);
+    let dehydrated = |device: &str| {
+        let pair = key_pair(device);
+        h.e2ee
+            .put_dehydrated_device(
+                &h.rooms,
+                &alice,
+                device.into(),
+                json!({"algorithm": "m.dehydration.v1.olm"}),
+                None,
+                KeyUpload {
+                    device_keys: Some(device_keys(&alice, device, &pair)),
+                    ..KeyUpload::default()
+                },
+            )
+            .unwrap();
+    };
+    let start = h.now();
+    dehydrated("DEHYDRATED1");
+    // The record, then the new device's keys.
+    assert_eq!(
+        h.rooms.notifier().audience(start, h.now()),
+        crate::rooms::graph::StreamAudience::Listed(vec![
+            Audience::User(alice.clone()),
+            Audience::UserAndRoomMates {
+                user_id: alice.clone(),
+                rooms: vec![room.clone()],
+            },
+        ])
+    );
+    // Replacing it removes a device: a device list change.
+    let start = h.now();
+    dehydrated("DEHYDRATED2");
+    let mates = Audience::UserAndRoomMates {
+        user_id: alice.clone(),
+        rooms: vec![room],
+    };
+    assert_eq!(
+        h.rooms.notifier().audience(start, h.now()),
+        crate::rooms::graph::StreamAudience::Listed(vec![mates.clone(), mates])
+    );
+}

@@ -1,6 +1,6 @@
 //! To-device messages: per-device inboxes at server-wide stream positions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use ruma::events::AnyToDeviceEvent;
@@ -12,6 +12,10 @@ use super::tables::{TO_DEVICE, TO_DEVICE_TXNS};
 use super::{E2ee, E2eeError};
 use crate::rooms::graph::{Audience, Rooms, StreamPosition};
 use crate::storage::{Direction, KeyCodec, KeyRange, WriteBatch};
+
+/// The most recipients one batch of messages names as its audience; a batch for more wakes
+/// every waiting sync.
+pub(super) const MAX_AUDIENCE_USERS: usize = 256;
 
 /// One message to queue: the target device and the content.
 #[derive(Debug)]
@@ -75,15 +79,21 @@ impl E2ee {
         }
         let mut duplicate = false;
         let count = messages.len();
-        // Messages for one user (the usual case) wake that user's syncs alone.
-        let audience = match messages.first() {
-            Some(first)
-                if messages
-                    .iter()
-                    .all(|message| message.user_id == first.user_id) =>
-            {
-                Some(Audience::User(first.user_id.clone()))
-            }
+        // Messages wake their recipients' syncs alone (no messages: nobody, the sender's
+        // syncs standing for that). A fan-out to very many users wakes everyone instead, which
+        // keeps the notifier's log of recent audiences small.
+        let recipients: BTreeSet<&UserId> = messages
+            .iter()
+            .map(|message| message.user_id.as_ref())
+            .collect();
+        let audience = match recipients.len() {
+            0 => Some(Audience::User(sender.to_owned())),
+            1 => recipients
+                .first()
+                .map(|recipient| Audience::User((*recipient).to_owned())),
+            many if many <= MAX_AUDIENCE_USERS => Some(Audience::Users(
+                recipients.into_iter().map(UserId::to_owned).collect(),
+            )),
             _ => None,
         };
         let write = |batch: &mut crate::storage::WriteBatch, position| {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -64,6 +64,31 @@ impl Push {
     /// crash that loses it also loses the position in it, so the events are evaluated again.
     pub fn process_next(&self, rooms: &Rooms, batch: usize) -> Result<Round, PushError> {
         let mut progress = lock(&self.progress);
+        self.round(&mut progress, rooms, batch)
+    }
+
+    /// Evaluates what has been published so far on the caller's thread, unless a round is
+    /// running already: that round, or the evaluator's next one, which a publication after
+    /// its start always causes, covers it. Whoever just published events calls this, so that
+    /// a sync waiting for their unread counts does not wait for the evaluator task to be
+    /// scheduled as well. Synchronous (disk I/O): run it on a blocking thread.
+    pub fn evaluate_published(&self, rooms: &Rooms) -> Result<(), PushError> {
+        let mut progress = match self.progress.try_lock() {
+            Ok(progress) => progress,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(()),
+        };
+        while self.round(&mut progress, rooms, BATCH)?.read == BATCH {}
+        Ok(())
+    }
+
+    /// One round of [`Push::process_next`], under the progress lock.
+    fn round(
+        &self,
+        progress: &mut StreamPosition,
+        rooms: &Rooms,
+        batch: usize,
+    ) -> Result<Round, PushError> {
         let after = *progress;
         // Read before the events: if fewer than a batch come back, everything up to here was
         // seen, including positions that carry no event (account data, receipts...).
@@ -95,11 +120,7 @@ impl Push {
             self.write_notifications(found, upto)?;
         }
         *progress = upto.max(after);
-        self.evaluated.send_if_modified(|evaluated| {
-            let raised = *progress > *evaluated;
-            *evaluated = (*evaluated).max(*progress);
-            raised
-        });
+        self.announce_evaluated(*progress);
         Ok(Round {
             read: events.len(),
             upto,

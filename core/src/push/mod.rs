@@ -43,7 +43,7 @@ mod tests;
 
 use std::fmt;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use lru::LruCache;
@@ -83,6 +83,8 @@ pub struct Push {
     progress: Mutex<StreamPosition>,
     /// The position up to which every event has been evaluated, for syncs to wait on.
     evaluated: watch::Sender<StreamPosition>,
+    /// The same position, for waiting on a blocking thread ([`Push::wait_evaluated_blocking`]).
+    evaluated_blocking: (Mutex<StreamPosition>, Condvar),
     /// Unread counts of recent syncs per `(user, room)`, which the next sync extends with the
     /// notifications after them instead of counting every unread notification again.
     counts_cache: Mutex<LruCache<(OwnedUserId, OwnedRoomId), CachedCounts>>,
@@ -109,14 +111,16 @@ impl Push {
             pushers_lock: Mutex::new(()),
             progress: Mutex::new(StreamPosition(progress)),
             evaluated: watch::Sender::new(StreamPosition(progress)),
+            evaluated_blocking: (Mutex::new(StreamPosition(progress)), Condvar::new()),
             counts_cache: Mutex::new(LruCache::new(CACHED_COUNTS)),
             queued,
         })
     }
 
-    /// The position up to which every event has been evaluated.
+    /// The position up to which every event has been evaluated (and its notifications
+    /// written). Never waits for a round in progress.
     pub fn last_processed(&self) -> StreamPosition {
-        *lock(&self.progress)
+        *self.evaluated.borrow()
     }
 
     /// Waits until every event up to `position` has been evaluated, so unread counts read
@@ -129,6 +133,33 @@ impl Push {
             tokio::time::timeout(limit, evaluated.wait_for(|done| *done >= position)).await,
             Ok(Ok(_))
         )
+    }
+
+    /// [`Push::wait_evaluated`] on a blocking thread: a sync computing its response there
+    /// waits only when it comes to the unread counts, so its other work overlaps the
+    /// evaluation.
+    pub fn wait_evaluated_blocking(&self, position: StreamPosition, limit: Duration) -> bool {
+        let (evaluated, raised) = &self.evaluated_blocking;
+        let guard = lock(evaluated);
+        let (done, _) = raised
+            .wait_timeout_while(guard, limit, |done| *done < position)
+            .unwrap_or_else(PoisonError::into_inner);
+        *done >= position
+    }
+
+    /// Announces that every event up to `upto` has been evaluated.
+    fn announce_evaluated(&self, upto: StreamPosition) {
+        self.evaluated.send_if_modified(|evaluated| {
+            let raised = upto > *evaluated;
+            *evaluated = (*evaluated).max(upto);
+            raised
+        });
+        let (evaluated, raised) = &self.evaluated_blocking;
+        let mut done = lock(evaluated);
+        if upto > *done {
+            *done = upto;
+            raised.notify_all();
+        }
     }
 }
 

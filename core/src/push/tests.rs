@@ -469,6 +469,49 @@ async fn waiting_for_evaluation_returns_once_the_position_is_evaluated() {
 }
 
 #[test]
+fn evaluating_published_events_on_the_callers_thread_releases_blocking_waiters() {
+    let h = Harness::new();
+    let room = h.room(&[BOB]);
+    let before = h.rooms.current_stream_position();
+    h.text(&room, BOB, "hi");
+    let sent = h.rooms.current_stream_position();
+    assert!(
+        !h.push
+            .wait_evaluated_blocking(sent, Duration::from_millis(20))
+    );
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            h.push
+                .wait_evaluated_blocking(sent, Duration::from_secs(10))
+        });
+        h.push.evaluate_published(&h.rooms).unwrap();
+        assert!(waiter.join().unwrap());
+    });
+    assert_eq!(h.push.last_processed(), sent);
+    let rooms = h
+        .push
+        .rooms_with_notifications_since(&user(ALICE), before, sent)
+        .unwrap();
+    assert_eq!(rooms.into_iter().collect::<Vec<_>>(), vec![room]);
+}
+
+#[test]
+fn evaluating_published_events_leaves_them_to_a_round_in_progress() {
+    let h = Harness::new();
+    let room = h.room(&[BOB]);
+    h.text(&room, BOB, "hi");
+    let sent = h.rooms.current_stream_position();
+    {
+        // A round holds the progress lock: the caller does not wait for it.
+        let _round = h.push.progress.lock().unwrap();
+        h.push.evaluate_published(&h.rooms).unwrap();
+    }
+    assert!(h.push.last_processed() < sent);
+    h.push.evaluate_published(&h.rooms).unwrap();
+    assert_eq!(h.push.last_processed(), sent);
+}
+
+#[test]
 fn progress_survives_a_restart_and_events_are_evaluated_once() {
     let h = Harness::new();
     let room = h.room(&[BOB]);

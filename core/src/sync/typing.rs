@@ -10,8 +10,11 @@
 //! service sleeps until the earliest expiry to remove it and bump the serial, so waiting syncs
 //! learn that the user stopped typing. Refreshing a typing notification that is already
 //! known changes no serial and wakes nobody.
+//!
+//! The rooms of the latest changes are kept by serial ([`Typing::rooms_changed_between`]),
+//! so a waiting sync passes typing changes in rooms it does not watch without looking.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -20,6 +23,10 @@ use std::time::Duration;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+
+/// How many recent changes keep the room they changed. A waiter that slept through more
+/// changes than this simply looks.
+const CHANGE_LOG: usize = 4096;
 
 /// Limits of typing notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +57,9 @@ struct Inner {
     rooms: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
     /// The latest typing serial.
     serial: watch::Sender<u64>,
+    /// The room of each recent serial, in serial order: written under the rooms lock before
+    /// the serial is announced, so a serial a waiter can see is already here (unless it left).
+    changes: Mutex<VecDeque<(u64, OwnedRoomId)>>,
     /// Wakes the expiry task when an entry is added (or the service is dropped).
     expiry_changed: Arc<Notify>,
     expiry_task_started: AtomicBool,
@@ -79,6 +89,7 @@ impl Typing {
                 settings,
                 rooms: Mutex::new(HashMap::new()),
                 serial: watch::Sender::new(0),
+                changes: Mutex::new(VecDeque::with_capacity(CHANGE_LOG)),
                 expiry_changed: Arc::new(Notify::new()),
                 expiry_task_started: AtomicBool::new(false),
             }),
@@ -111,7 +122,7 @@ impl Typing {
             let was_typing = room.users.get(user_id).is_some_and(|expiry| *expiry > now);
             room.users.insert(user_id.to_owned(), until);
             if !was_typing {
-                room.serial = self.inner.bump();
+                room.serial = self.inner.bump(room_id);
             }
         }
         self.ensure_expiry_task();
@@ -128,7 +139,7 @@ impl Typing {
         if let Some(expiry) = room.users.remove(user_id)
             && expiry > now
         {
-            room.serial = self.inner.bump();
+            room.serial = self.inner.bump(room_id);
         }
         if room.users.is_empty() && room.serial == 0 {
             rooms.remove(room_id);
@@ -160,6 +171,33 @@ impl Typing {
         (room.serial > since).then_some(users)
     }
 
+    /// The rooms whose typing users changed after serial `after` up to `upto` (each once), or
+    /// `None` when some of those changes are no longer remembered: then the caller must
+    /// assume any room changed.
+    pub fn rooms_changed_between(&self, after: u64, upto: u64) -> Option<Vec<OwnedRoomId>> {
+        if upto <= after {
+            return Some(Vec::new());
+        }
+        let log = self.inner.changes_log();
+        let start = log.partition_point(|(serial, _)| *serial <= after);
+        let mut rooms: Vec<OwnedRoomId> = Vec::new();
+        let mut seen: HashSet<&RoomId> = HashSet::new();
+        let mut expected = after + 1;
+        for (serial, room_id) in log.range(start..) {
+            if *serial > upto {
+                break;
+            }
+            if *serial != expected {
+                return None;
+            }
+            if seen.insert(room_id) {
+                rooms.push(room_id.clone());
+            }
+            expected += 1;
+        }
+        (expected == upto + 1).then_some(rooms)
+    }
+
     /// Starts the task that removes expired entries, once, if a runtime is there.
     fn ensure_expiry_task(&self) {
         if self.inner.expiry_task_started.swap(true, Ordering::AcqRel) {
@@ -187,14 +225,24 @@ impl Inner {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the next serial and announces it. Called with the rooms lock held, so serials
-    /// are handed out in the order changes are made.
-    fn bump(&self) -> u64 {
-        let mut next = 0;
-        self.serial.send_modify(|serial| {
-            *serial = serial.saturating_add(1);
-            next = *serial;
-        });
+    fn changes_log(&self) -> MutexGuard<'_, VecDeque<(u64, OwnedRoomId)>> {
+        // Each change pushes or pops one whole entry: poisoning is ignored, as above.
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the next serial for a change of `room_id`, logs it, and announces it. Called
+    /// with the rooms lock held, so serials are handed out (and logged) in the order changes
+    /// are made.
+    fn bump(&self, room_id: &RoomId) -> u64 {
+        let next = self.serial.borrow().saturating_add(1);
+        {
+            let mut log = self.changes_log();
+            if log.len() == CHANGE_LOG {
+                log.pop_front();
+            }
+            log.push_back((next, room_id.to_owned()));
+        }
+        self.serial.send_replace(next);
         next
     }
 
@@ -203,11 +251,11 @@ impl Inner {
     fn sweep(&self, now: Instant) -> Option<Instant> {
         let mut rooms = self.lock();
         let mut next: Option<Instant> = None;
-        for room in rooms.values_mut() {
+        for (room_id, room) in rooms.iter_mut() {
             let before = room.users.len();
             room.users.retain(|_, expiry| *expiry > now);
             if room.users.len() != before {
-                room.serial = self.bump();
+                room.serial = self.bump(room_id);
             }
             if let Some(earliest) = room.users.values().min() {
                 next = Some(next.map_or(*earliest, |next| next.min(*earliest)));
@@ -315,6 +363,70 @@ mod tests {
         assert_eq!(next_serial(&typing, 1).await, 2);
         assert!(typing.typing_in(room).is_empty());
         assert_eq!(typing.changed_since(room, 1), Some(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn the_rooms_of_recent_changes_are_known_by_serial() {
+        let typing = Typing::new(TypingSettings::default());
+        let (one, two) = (room_id!("!one:example.org"), room_id!("!two:example.org"));
+        let alice = user_id!("@alice:example.org");
+        let bob = user_id!("@bob:example.org");
+        typing.start(one, alice, None);
+        typing.start(two, bob, None);
+        typing.start(one, bob, None);
+        // A refresh takes no serial.
+        typing.start(one, alice, None);
+        typing.stop(two, bob);
+        assert_eq!(typing.current(), 4);
+        let rooms = |after, upto| typing.rooms_changed_between(after, upto);
+        assert_eq!(rooms(0, 1), Some(vec![one.to_owned()]));
+        assert_eq!(rooms(1, 2), Some(vec![two.to_owned()]));
+        assert_eq!(rooms(0, 4), Some(vec![one.to_owned(), two.to_owned()]));
+        assert_eq!(rooms(3, 4), Some(vec![two.to_owned()]));
+        assert_eq!(rooms(4, 4), Some(Vec::new()));
+        assert_eq!(rooms(4, 2), Some(Vec::new()));
+        // Serials not handed out yet are not known.
+        assert_eq!(rooms(3, 5), None);
+    }
+
+    #[tokio::test]
+    async fn expiries_are_logged_with_their_room() {
+        let typing = Typing::new(TypingSettings::default());
+        let room = room_id!("!r:example.org");
+        let alice = user_id!("@alice:example.org");
+        typing.start(room, alice, Some(Duration::from_millis(20)));
+        assert_eq!(next_serial(&typing, 1).await, 2);
+        assert_eq!(
+            typing.rooms_changed_between(1, 2),
+            Some(vec![room.to_owned()])
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_that_left_the_log_are_unknown() {
+        let typing = Typing::new(TypingSettings::default());
+        let alice = user_id!("@alice:example.org");
+        let rooms: Vec<OwnedRoomId> = (0..=CHANGE_LOG)
+            .map(|n| OwnedRoomId::try_from(format!("!r{n}:example.org")).unwrap())
+            .collect();
+        for room in &rooms {
+            typing.start(room, alice, None);
+        }
+        let last = CHANGE_LOG as u64 + 1;
+        assert_eq!(typing.current(), last);
+        // Serial 1 (the first room) left the log.
+        assert_eq!(typing.rooms_changed_between(0, last), None);
+        assert_eq!(typing.rooms_changed_between(0, 1), None);
+        assert_eq!(
+            typing.rooms_changed_between(1, 2),
+            Some(vec![rooms[1].clone()])
+        );
+        assert_eq!(
+            typing
+                .rooms_changed_between(1, last)
+                .map(|changed| changed.len()),
+            Some(CHANGE_LOG)
+        );
     }
 
     #[tokio::test]

@@ -103,6 +103,11 @@ pub(crate) async fn send_transaction(
                 .collect(),
         };
         let saved = blocking(&ctx.services, move |services| {
+            // Local members' syncs wait for the new events' push evaluation: doing it here
+            // saves them waiting for the evaluator to be scheduled.
+            if let Err(err) = services.push.evaluate_published(&services.rooms) {
+                tracing::warn!(%err, "evaluating push rules after a transaction failed");
+            }
             save(&services.store, &key, &record).map_err(ApiError::internal)
         })
         .await;

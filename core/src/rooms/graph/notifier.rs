@@ -28,6 +28,8 @@ pub enum Audience {
     },
     /// Data of one user alone (account data, to-device messages, push rules).
     User(OwnedUserId),
+    /// Data of each of these users alone (to-device messages sent to several users).
+    Users(Vec<OwnedUserId>),
     /// A change of one user that everyone sharing one of `rooms` with them sees (presence).
     UserAndRoomMates {
         /// The user.

@@ -86,6 +86,11 @@ pub(crate) async fn append(
         event.transaction = transaction;
         let sender = event.sender.clone();
         let appended = services.rooms.append_local_and_unlock(guard, event)?;
+        // The room's members' syncs wait for the event's push evaluation: doing it here saves
+        // them waiting for the evaluator to be scheduled. A failure leaves it to the evaluator.
+        if let Err(err) = services.push.evaluate_published(&services.rooms) {
+            tracing::warn!(%err, "evaluating push rules after a send failed");
+        }
         // Sending is activity: the sender is online and active now. The event is already
         // durable, so a failure here must not fail the send.
         if let Err(err) = services.presence.bump_active(&services.rooms, &sender) {

@@ -1,7 +1,7 @@
 //! What one sync computation knows: who syncs, with which filter, from where to where, and
 //! the per-user data read once for all rooms (ignored users, account data changes).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use axon_api::ApiError;
 use axon_core::Services;
@@ -13,7 +13,6 @@ use ruma::api::client::filter::FilterDefinition;
 use ruma::{CanonicalJsonValue, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
-use super::extensions::rooms_with_changed_counts;
 use super::filter::{apply_event_fields, federation_format};
 use super::token::SyncToken;
 use crate::client::rooms::client_event_value;
@@ -38,8 +37,6 @@ pub(crate) struct Context<'a> {
     pub(crate) global_account_data: Vec<AccountDataEntry>,
     /// Room account data to deliver, by room.
     pub(crate) room_account_data: HashMap<OwnedRoomId, Vec<AccountDataEntry>>,
-    /// Rooms whose unread counts may have changed since the token.
-    pub(crate) counts_changed: BTreeSet<OwnedRoomId>,
 }
 
 impl<'a> Context<'a> {
@@ -71,10 +68,7 @@ impl<'a> Context<'a> {
             .map_err(ApiError::internal)?
             .map(|content| ignored_users(&content))
             .unwrap_or_default();
-        let incremental = since.filter(|_| !full_state).map(|since| since.stream);
-        let counts_changed = rooms_with_changed_counts(services, &user.user_id, incremental, upto)?;
         Ok(Self {
-            counts_changed,
             services,
             user,
             filter,

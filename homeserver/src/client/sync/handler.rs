@@ -5,8 +5,9 @@
 //! the stream notifier and the typing serial (both `watch` channels: an idle long poll is its
 //! request future, two receivers and the hashes of the user's rooms, nothing more) until
 //! either moves. New positions whose recorded audience (a room, a user, a user's room mates)
-//! leaves the user out are passed without computing anything; otherwise the sync recomputes
-//! and keeps waiting while nothing concerns the user, until the deadline.
+//! leaves the user out, and typing changes in rooms the user does not watch, are passed
+//! without computing anything; otherwise the sync recomputes and keeps waiting while nothing
+//! concerns the user, until the deadline.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,6 +18,7 @@ use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
 use axon_core::accounts::AuthenticatedUser;
 use axon_core::rooms::graph::{Audience, StreamAudience};
+use axon_core::sync::Typing;
 use axum::Json;
 use axum::extract::State;
 use ruma::api::client::filter::{FilterDefinition, create_filter, get_filter};
@@ -79,18 +81,6 @@ pub(crate) async fn sync(
         typing.borrow_and_update();
         let upto = services.rooms.current_stream_position();
         let typing_now = services.typing.current();
-        // Unread counts come from push rule evaluation, which follows the stream: wait for it
-        // to cover `upto`, so the events and their counts arrive in one answer.
-        if !services
-            .push
-            .wait_evaluated(upto, MAX_EVALUATION_WAIT)
-            .await
-        {
-            tracing::warn!(
-                upto = upto.0,
-                "push rule evaluation is behind; unread counts may be late"
-            );
-        }
         let (response, watched) = {
             let (user, filter) = (Arc::clone(&user), Arc::clone(&filter));
             blocking(&state, move |services| {
@@ -137,8 +127,13 @@ pub(crate) async fn sync(
                 () = tokio::time::sleep_until(deadline) => return Ok(Json(response)),
             }
             let upto = services.rooms.current_stream_position();
-            if services.typing.current() != token.typing {
-                break;
+            // Typing in rooms the user does not watch is passed like the positions below.
+            let serial = services.typing.current();
+            if serial != token.typing {
+                if watched.typing_concerns(&services.typing, token.typing, serial) {
+                    break;
+                }
+                token.typing = serial;
             }
             match services.rooms.notifier().audience(token.stream, upto) {
                 StreamAudience::Listed(audiences)
@@ -183,6 +178,14 @@ impl WatchedRooms {
         self.0.contains(&room_hash(room_id))
     }
 
+    /// Whether the typing changes after serial `after` up to `upto` may concern the user: one
+    /// is in a watched room, or they are no longer all remembered.
+    fn typing_concerns(&self, typing: &Typing, after: u64, upto: u64) -> bool {
+        typing
+            .rooms_changed_between(after, upto)
+            .is_none_or(|rooms| rooms.iter().any(|room_id| self.contains(room_id)))
+    }
+
     /// Whether a position with `audience` may concern `user_id`.
     fn concerned(&self, user_id: &UserId, audience: &Audience) -> bool {
         match audience {
@@ -192,6 +195,7 @@ impl WatchedRooms {
                 user_id: member,
             } => member == user_id || self.contains(room_id),
             Audience::User(owner) => owner == user_id,
+            Audience::Users(owners) => owners.iter().any(|owner| owner == user_id),
             Audience::UserAndRoomMates {
                 user_id: subject,
                 rooms,
@@ -217,13 +221,26 @@ fn compute(
     typing_now: u64,
 ) -> Result<SyncResponse, ApiError> {
     let ctx = Context::new(services, user, filter, since, full_state, upto)?;
+    // Unread counts come from push rule evaluation, which follows the stream: the counts wait
+    // for it to cover `upto`, so the events and their counts arrive in one answer.
+    let counts_ready = || {
+        if !services
+            .push
+            .wait_evaluated_blocking(upto, MAX_EVALUATION_WAIT)
+        {
+            tracing::warn!(
+                upto = upto.0,
+                "push rule evaluation is behind; unread counts may be late"
+            );
+        }
+    };
     let mut response = SyncResponse {
         next_batch: SyncToken {
             stream: upto,
             typing: typing_now,
         }
         .to_string(),
-        rooms: rooms(&ctx)?,
+        rooms: rooms(&ctx, counts_ready)?,
         account_data: global_account_data(&ctx)?.into(),
         presence: presence_events(&ctx)?.into(),
         ..SyncResponse::default()
@@ -308,6 +325,22 @@ mod tests {
         OwnedUserId::try_from(id).unwrap()
     }
 
+    #[tokio::test]
+    async fn only_typing_in_a_watched_room_concerns_a_waiting_sync() {
+        let watched = WatchedRooms([room_hash(&room("!mine:a.test"))].into_iter().collect());
+        let typing = Typing::new(axon_core::sync::TypingSettings::default());
+        let you = user("@you:a.test");
+        typing.start(&room("!other:a.test"), &you, None);
+        typing.start(&room("!third:a.test"), &you, None);
+        assert!(!watched.typing_concerns(&typing, 0, 2));
+        typing.start(&room("!mine:a.test"), &you, None);
+        assert!(watched.typing_concerns(&typing, 0, 3));
+        assert!(watched.typing_concerns(&typing, 2, 3));
+        assert!(!watched.typing_concerns(&typing, 1, 2));
+        // Serials the typing service cannot place may be anywhere.
+        assert!(watched.typing_concerns(&typing, 1, 4));
+    }
+
     #[test]
     fn only_audiences_naming_the_user_or_a_watched_room_concern_a_waiting_sync() {
         let watched = WatchedRooms([room_hash(&room("!mine:a.test"))].into_iter().collect());
@@ -327,6 +360,11 @@ mod tests {
         }));
         assert!(concerned(Audience::User(me.clone())));
         assert!(!concerned(Audience::User(user("@you:a.test"))));
+        assert!(concerned(Audience::Users(vec![
+            user("@you:a.test"),
+            me.clone()
+        ])));
+        assert!(!concerned(Audience::Users(vec![user("@you:a.test")])));
         assert!(concerned(Audience::UserAndRoomMates {
             user_id: user("@you:a.test"),
             rooms: vec![room("!other:a.test"), room("!mine:a.test")],

@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 
 use super::context::Context;
 use super::ephemeral::{ephemeral_events, room_account_data};
-use super::extensions::unread_counts;
+use super::extensions::{rooms_with_changed_counts, unread_counts};
 use super::filter::{room_included, timeline_limit};
-use super::response::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, Rooms, Summary};
+use super::response::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, Rooms, Summary, Timeline};
 use super::timeline::{keeper, slice, state_section, timeline_section};
 use crate::client::rooms::visibility::Reader;
 
@@ -39,10 +39,15 @@ const STRIPPED_STATE: [StateEventType; 7] = [
 const HEROES: usize = 5;
 
 /// Every room section of the sync.
-pub(crate) fn rooms(ctx: &Context<'_>) -> Result<Rooms, ApiError> {
+///
+/// The joined rooms are drafted first and finished with their unread counts last:
+/// `counts_ready` waits for push rule evaluation to cover the response, which it may still be
+/// doing for the newest events while the rest is computed.
+pub(crate) fn rooms(ctx: &Context<'_>, counts_ready: impl FnOnce()) -> Result<Rooms, ApiError> {
     let mut out = Rooms::default();
     let rooms = &ctx.services.rooms;
     let out_of_room = out_of_room_memberships(ctx)?;
+    let mut joined = Vec::new();
     for (room_id, membership) in rooms.rooms_of_user(&ctx.user.user_id)? {
         if !room_included(ctx.filter, &room_id) || out_of_room.contains_key(&room_id) {
             continue;
@@ -57,9 +62,8 @@ pub(crate) fn rooms(ctx: &Context<'_>) -> Result<Rooms, ApiError> {
         let changed = ctx.since_stream().is_none_or(|since| position > since);
         match membership {
             MembershipState::Join => {
-                if let Some(room) = joined_room(ctx, &room_id, position)? {
-                    out.join.insert(room_id, room);
-                }
+                let draft = joined_room(ctx, &room_id, position)?;
+                joined.push((room_id, draft));
             }
             MembershipState::Invite if changed && !ctx.is_ignored(member.sender()) => {
                 out.invite.insert(
@@ -92,6 +96,19 @@ pub(crate) fn rooms(ctx: &Context<'_>) -> Result<Rooms, ApiError> {
     }
     for recorded in out_of_room.into_values() {
         out_of_room_section(ctx, &mut out, recorded)?;
+    }
+    counts_ready();
+    let counts_changed = rooms_with_changed_counts(
+        ctx.services,
+        &ctx.user.user_id,
+        ctx.since_stream().filter(|_| !ctx.full_state),
+        ctx.upto,
+    )?;
+    for (room_id, draft) in joined {
+        if draft.news || counts_changed.contains(&room_id) {
+            let room = finish_joined_room(ctx, &room_id, draft)?;
+            out.join.insert(room_id, room);
+        }
     }
     Ok(out)
 }
@@ -197,12 +214,24 @@ fn membership_event(
     Ok(position.map(|position| (member, position)))
 }
 
-/// A joined room's section, or `None` on an incremental sync when nothing in it is new.
+/// A joined room's section but its unread counts and summary.
+#[derive(Debug)]
+struct JoinedDraft {
+    state: Vec<Value>,
+    timeline: Timeline,
+    ephemeral: Vec<Value>,
+    account_data: Vec<Value>,
+    /// Whether anything of it is for the client: otherwise, on an incremental sync, the room
+    /// is left out unless its unread counts changed.
+    news: bool,
+}
+
+/// Drafts a joined room's section.
 fn joined_room(
     ctx: &Context<'_>,
     room_id: &RoomId,
     joined_at: StreamPosition,
-) -> Result<Option<JoinedRoom>, ApiError> {
+) -> Result<JoinedDraft, ApiError> {
     let since = ctx.since_stream();
     let newly_joined = since.is_some_and(|since| joined_at > since);
     let full = ctx.wants_full_state() || newly_joined;
@@ -226,23 +255,34 @@ fn joined_room(
         || !timeline.events.is_empty()
         || !state.is_empty()
         || !ephemeral.is_empty()
-        || !account_data.is_empty()
-        || ctx.counts_changed.contains(room_id);
-    if !news {
-        return Ok(None);
-    }
+        || !account_data.is_empty();
+    Ok(JoinedDraft {
+        state,
+        timeline,
+        ephemeral,
+        account_data,
+        news,
+    })
+}
+
+/// A joined room's section: the draft with its summary and unread counts.
+fn finish_joined_room(
+    ctx: &Context<'_>,
+    room_id: &RoomId,
+    draft: JoinedDraft,
+) -> Result<JoinedRoom, ApiError> {
     let per_thread = ctx.filter.room.timeline.unread_thread_notifications;
     let (unread, thread_unread) =
         unread_counts(ctx.services, ctx.user, room_id, per_thread, ctx.upto)?;
-    Ok(Some(JoinedRoom {
+    Ok(JoinedRoom {
         summary: summary(ctx, room_id)?,
-        state: state.into(),
-        timeline,
-        ephemeral: ephemeral.into(),
-        account_data: account_data.into(),
+        state: draft.state.into(),
+        timeline: draft.timeline,
+        ephemeral: draft.ephemeral.into(),
+        account_data: draft.account_data.into(),
         unread_notifications: unread,
         unread_thread_notifications: thread_unread,
-    }))
+    })
 }
 
 /// A left room's section: the timeline up to the user's leave (or ban, or kick), and the

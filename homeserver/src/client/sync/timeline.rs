@@ -54,22 +54,38 @@ pub(crate) fn slice(
     mut keep: impl FnMut(StreamPosition, &Pdu) -> Result<bool, ApiError>,
 ) -> Result<Slice, ApiError> {
     let rooms = &ctx.services.rooms;
+    let page_size = limit.saturating_add(1).clamp(8, 100);
+    // On an incremental sync the events after the token usually fit in one page read
+    // forwards: then that page is the whole span, and nothing before it is read.
+    let mut whole_span = None;
     if let Some(after_pos) = after_pos {
-        // Most rooms have nothing new: one index step says so without walking back a page.
-        let next = rooms.timeline(room_id, Some(after_pos), Direction::Forward, 1)?;
-        if next.first().is_none_or(|(position, _)| *position > upto) {
+        let mut next = rooms.timeline(room_id, Some(after_pos), Direction::Forward, page_size)?;
+        let complete =
+            next.len() < page_size || next.last().is_some_and(|(position, _)| *position > upto);
+        next.retain(|(position, _)| *position <= upto);
+        // Most rooms have nothing new.
+        if next.is_empty() {
             return Ok(Slice::default());
         }
+        if complete {
+            next.reverse();
+            whole_span = Some(next);
+        }
     }
-    let page_size = limit.saturating_add(1).clamp(8, 100);
     let mut budget = limit.saturating_mul(SCAN_FACTOR).saturating_add(50);
     let mut cursor = StreamPosition(upto.0.saturating_add(1));
     let mut kept: Vec<(StreamPosition, Pdu)> = Vec::new();
     let mut skipped_state: Vec<StreamPosition> = Vec::new();
     let mut limited = false;
     'pages: loop {
-        let page = rooms.timeline(room_id, Some(cursor), Direction::Backward, page_size)?;
-        let last_page = page.len() < page_size;
+        let (page, last_page) = match whole_span.take() {
+            Some(span) => (span, true),
+            None => {
+                let page = rooms.timeline(room_id, Some(cursor), Direction::Backward, page_size)?;
+                let last_page = page.len() < page_size;
+                (page, last_page)
+            }
+        };
         for (position, pdu) in page {
             if after_pos.is_some_and(|after_pos| position <= after_pos) {
                 break 'pages;

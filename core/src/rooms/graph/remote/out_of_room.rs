@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::super::append::{MAX_PREV_EVENTS, NewEvent, StateView, membership_change};
 use super::super::tables::StreamPosition;
 use crate::rooms::auth::check_auth;
-use crate::rooms::graph::{RoomError, RoomGuard, Rooms};
+use crate::rooms::graph::{Audience, RoomError, RoomGuard, Rooms};
 use crate::rooms::pdu::{Pdu, PduBuilder};
 use crate::rooms::room_version::RoomVersion;
 use crate::storage::{Json, Table, catalogue};
@@ -115,7 +115,9 @@ impl Rooms {
         }
         let mut json = event.json().clone();
         json.remove("unsigned");
-        self.write_at_next_position(|batch, stream| {
+        // Only the user's own syncs read this index.
+        let audience = Audience::User(key.0.clone());
+        self.write_at_next_position_for(audience, |batch, stream| {
             let record = Record {
                 room_version: membership.room_version.id().clone(),
                 event: json,
@@ -300,6 +302,7 @@ mod tests {
     use super::super::super::tests::{ALICE, BOB, Harness, object, user, version};
     use super::*;
     use crate::keys::ServerKeys;
+    use crate::rooms::graph::StreamAudience;
 
     /// An invite of `invitee` to `room_id` as another server would send it.
     fn remote_invite(room_id: &RoomId, invitee: &str) -> Pdu {
@@ -345,6 +348,11 @@ mod tests {
         let position = record(&h, invite.clone()).unwrap();
         assert!(position > before);
         assert_eq!(h.rooms.current_stream_position(), position);
+        // Only the invitee's syncs need to look.
+        assert_eq!(
+            h.rooms.notifier().audience(before, position),
+            StreamAudience::Listed(vec![Audience::User(user(BOB))])
+        );
         // The same invite again: nothing new.
         assert_eq!(record(&h, invite.clone()).unwrap(), position);
         assert_eq!(h.rooms.current_stream_position(), position);
