@@ -239,6 +239,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     )));
     tokio::spawn(axon_core::e2ee::run_device_cleanup(Arc::clone(&services)));
     tokio::spawn(axon_core::push::run_evaluator(Arc::clone(&services)));
+    // Deletes old notifications once read, hourly.
+    tokio::spawn(axon_core::push::run_pruner(
+        Arc::clone(&services),
+        config.push.notification_retention(),
+    ));
     tokio::spawn(crate::push::run_sender(
         Arc::clone(&services),
         config.push.clone(),
@@ -461,6 +466,12 @@ fn register_storage_metrics(metrics: &Metrics, services: &Arc<Services>) {
         "axon_to_device_messages_queued",
         "To-device messages queued for local devices since start-up",
         move || for_queued.e2ee.to_device_queued_total(),
+    ));
+    let for_pruned = Arc::clone(services);
+    results.push(metrics.register_counter_fn(
+        "axon_push_notifications_pruned",
+        "Notifications deleted after the retention period since start-up",
+        move || for_pruned.push.pruned_total(),
     ));
     let for_pending = Arc::clone(services);
     results.push(metrics.register_gauge_fn(

@@ -27,6 +27,10 @@ raw_section! {
         max_attempts: u32 = 20;
         /// How long one request to a push gateway may take, in seconds (at least 1).
         request_timeout_secs: u64 = 10;
+        /// Days a notification (the `/notifications` listing and the records unread counts
+        /// come from) is kept once it is read (at least 1). Unread notifications are kept
+        /// whatever their age, since they still count.
+        notification_retention_days: u64 = 30;
     }
 }
 
@@ -46,6 +50,8 @@ pub struct PushConfig {
     pub max_attempts: u32,
     /// Request timeout in seconds; at least 1.
     pub request_timeout_secs: u64,
+    /// Days a read notification is kept; at least 1.
+    pub notification_retention_days: u64,
 }
 
 impl PushConfig {
@@ -63,6 +69,11 @@ impl PushConfig {
     /// [`PushConfig::request_timeout_secs`] as a [`Duration`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// [`PushConfig::notification_retention_days`] as a [`Duration`].
+    pub fn notification_retention(&self) -> Duration {
+        Duration::from_secs(self.notification_retention_days.saturating_mul(86_400))
     }
 }
 
@@ -92,6 +103,12 @@ pub(crate) fn validate(raw: RawPush, issues: &mut Issues) -> PushConfig {
         raw.request_timeout_secs,
         "a number of seconds of at least 1",
     );
+    checks::positive(
+        issues,
+        "push.notification_retention_days",
+        raw.notification_retention_days,
+        "a number of days of at least 1",
+    );
     PushConfig {
         allow_private_addresses: raw.allow_private_addresses,
         allow_insecure_gateways: raw.allow_insecure_gateways,
@@ -99,6 +116,7 @@ pub(crate) fn validate(raw: RawPush, issues: &mut Issues) -> PushConfig {
         retry_max_ms: raw.retry_max_ms,
         max_attempts: raw.max_attempts,
         request_timeout_secs: raw.request_timeout_secs,
+        notification_retention_days: raw.notification_retention_days,
     }
 }
 
@@ -114,6 +132,7 @@ mod tests {
             retry_max_ms: max,
             max_attempts: 5,
             request_timeout_secs: 1,
+            notification_retention_days: 30,
         }
     }
 
@@ -146,6 +165,10 @@ mod tests {
             },
             RawPush {
                 request_timeout_secs: 0,
+                ..RawPush::default()
+            },
+            RawPush {
+                notification_retention_days: 0,
                 ..RawPush::default()
             },
             RawPush {

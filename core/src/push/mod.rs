@@ -16,6 +16,10 @@
 //!   so the event wakes the sync once and its unread counts come with it.
 //! - Counts ([`Push::unread_counts`]) and the `/notifications` listing
 //!   ([`Push::notifications`]) read the notification tables.
+//! - Pruning ([`run_pruner`], one batch of it [`Push::prune_batch`]): a notification older
+//!   than the retention period goes once it is read (by the rule unread counts apply) or once
+//!   its user is gone from the room (left it before the cutoff, or deactivated), so the
+//!   tables hold what still counts and what is recent, not the server's whole history.
 //! - Pushers ([`Push::set_pusher`], [`Push::pushers`]) and their queues ([`Push::queued`],
 //!   [`Push::dequeue`], [`Push::subscribe_queue`]): the HTTP delivery itself lives above
 //!   `core`, which makes no HTTP requests.
@@ -34,6 +38,7 @@
 mod error;
 mod evaluate;
 mod notifications;
+mod prune;
 mod pushers;
 mod rules;
 mod tables;
@@ -43,6 +48,7 @@ mod tests;
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -54,6 +60,9 @@ pub use self::error::PushError;
 pub use self::evaluate::{Round, evaluate_actions, run_evaluator, thread_root};
 use self::notifications::CachedCounts;
 pub use self::notifications::{NotificationPage, NotificationRecord, UnreadCounts};
+pub use self::prune::{
+    PruneBatch, PruneCursor, RoomRetention, reads_from_receipts, room_retention, run_pruner,
+};
 pub use self::pushers::{PusherKey, QueuedPush, StoredPusher};
 use self::tables::{LAST_PROCESSED, PROGRESS};
 use crate::rooms::graph::StreamPosition;
@@ -90,6 +99,8 @@ pub struct Push {
     counts_cache: Mutex<LruCache<(OwnedUserId, OwnedRoomId), CachedCounts>>,
     /// Announces pushers that got queue entries, to the delivery side.
     queued: broadcast::Sender<PusherKey>,
+    /// Notifications pruned since start-up, for metrics.
+    pruned: AtomicU64,
 }
 
 impl fmt::Debug for Push {
@@ -114,6 +125,7 @@ impl Push {
             evaluated_blocking: (Mutex::new(StreamPosition(progress)), Condvar::new()),
             counts_cache: Mutex::new(LruCache::new(CACHED_COUNTS)),
             queued,
+            pruned: AtomicU64::new(0),
         })
     }
 
@@ -121,6 +133,11 @@ impl Push {
     /// written). Never waits for a round in progress.
     pub fn last_processed(&self) -> StreamPosition {
         *self.evaluated.borrow()
+    }
+
+    /// Notifications pruned since start-up ([`Push::prune_batch`]), for metrics.
+    pub fn pruned_total(&self) -> u64 {
+        self.pruned.load(Ordering::Relaxed)
     }
 
     /// Waits until every event up to `position` has been evaluated, so unread counts read

@@ -69,6 +69,26 @@ pub(super) struct ReadPositions {
     threads: BTreeMap<OwnedEventId, StreamPosition>,
 }
 
+impl ReadPositions {
+    pub(super) fn new(
+        main: Option<StreamPosition>,
+        threads: BTreeMap<OwnedEventId, StreamPosition>,
+    ) -> Self {
+        Self { main, threads }
+    }
+
+    /// Whether a notification at `stream` in `thread` (`None`: the main timeline) is read:
+    /// at or before the thread's own position, or the main timeline's for a thread without
+    /// one. The one rule of unread counting, which pruning applies too.
+    pub(super) fn covers(&self, thread: Option<&OwnedEventId>, stream: StreamPosition) -> bool {
+        let read = match thread {
+            Some(root) => self.threads.get(root).copied().or(self.main),
+            None => self.main,
+        };
+        read.is_some_and(|read| stream <= read)
+    }
+}
+
 /// Unread counts of one user in one room as of `upto`, under `reads`: a later sync with the
 /// same read positions only counts the notifications after `upto`.
 #[derive(Clone, Debug)]
@@ -177,11 +197,7 @@ impl Push {
         for ((_, _, stream), Json(entry)) in
             NOTIFICATIONS_BY_ROOM.collect(&*self.store, range, Direction::Forward, None)?
         {
-            let read = match &entry.thread {
-                Some(root) => reads.threads.get(root).copied().or(reads.main),
-                None => reads.main,
-            };
-            if read.is_some_and(|read| stream <= read) {
+            if reads.covers(entry.thread.as_ref(), stream) {
                 continue;
             }
             let highlight = u64::from(entry.highlight);

@@ -1,4 +1,5 @@
-//! Unit tests of the push service: rules, evaluation contexts, counting, listing, pushers.
+//! Unit tests of the push service: rules, evaluation contexts, counting, listing, pushers,
+//! pruning.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,15 +12,18 @@ use ruma::push::{
     Tweak,
 };
 use ruma::{
-    CanonicalJsonObject, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, server_name,
+    CanonicalJsonObject, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    server_name,
 };
 use serde_json::{Value, json};
 
-use super::{Push, PushError, PusherKey, UnreadCounts};
+use super::tables::{NOTIFICATIONS, NOTIFICATIONS_BY_ROOM};
+use super::{Push, PushError, PusherKey, RoomRetention, UnreadCounts, reads_from_receipts};
 use crate::keys::ServerKeys;
 use crate::rooms::graph::{CreateRoom, NewEvent, RoomPreset, Rooms, StreamPosition};
 use crate::rooms::room_version::RoomVersion;
 use crate::storage::{KvStore, MemoryStore};
+use crate::sync::{ReceiptKind, ReceiptThread, Receipts};
 
 const ALICE: &str = "@alice:example.org";
 const BOB: &str = "@bob:example.org";
@@ -755,4 +759,213 @@ fn counts_kept_from_an_earlier_sync_are_extended_exactly() {
             .unwrap(),
         early
     );
+}
+
+/// Prunes with `cutoff_ms` in batches of `limit`, taking read positions from `receipts`;
+/// returns the deletions of each batch.
+fn prune_with_receipts(
+    h: &Harness,
+    receipts: &Receipts,
+    cutoff_ms: u64,
+    limit: usize,
+) -> Vec<usize> {
+    let mut batches = Vec::new();
+    let mut cursor = None;
+    loop {
+        let batch = h
+            .push
+            .prune_batch(cutoff_ms, cursor.as_ref(), limit, &mut |user, room| {
+                reads_from_receipts(receipts, user, room)
+            })
+            .unwrap();
+        batches.push(batch.pruned);
+        match batch.next {
+            Some(next) => cursor = Some(next),
+            None => return batches,
+        }
+    }
+}
+
+/// The unread counts of `user_id` in the room under their receipts: the sync's and the
+/// push badge's (which takes the main timeline's position for threads too).
+fn counts_under_receipts(
+    push: &Push,
+    receipts: &Receipts,
+    user_id: &str,
+    room: &RoomId,
+) -> (UnreadCounts, UnreadCounts) {
+    let user_id = user(user_id);
+    let main = receipts.read_position(&user_id, room, None).unwrap();
+    let threads = receipts.thread_read_positions(&user_id, room).unwrap();
+    (
+        push.unread_counts(&user_id, room, main, &threads, ALL)
+            .unwrap(),
+        push.unread_counts(&user_id, room, main, &BTreeMap::new(), ALL)
+            .unwrap(),
+    )
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+#[test]
+fn old_read_notifications_are_pruned_and_what_remains_counts_and_lists_the_same() {
+    let h = Harness::new();
+    let receipts = Receipts::new(Arc::clone(&h.store));
+    let room = h.room(&[BOB, CAROL]);
+    let reply = |root: &OwnedEventId, body: &str| {
+        h.message(
+            &room,
+            BOB,
+            json!({
+                "msgtype": "m.text",
+                "body": body,
+                "m.relates_to": { "rel_type": "m.thread", "event_id": root },
+            }),
+        )
+    };
+    let root = h.text(&room, BOB, "root");
+    let reply_one = reply(&root, "r1");
+    let second = h.text(&room, BOB, "two");
+    let reply_two = reply(&root, "r2");
+    let third = h.message(
+        &room,
+        BOB,
+        json!({ "msgtype": "m.text", "body": "hey", "m.mentions": { "user_ids": [ALICE] } }),
+    );
+    let fourth = h.text(&room, BOB, "four");
+    h.evaluate();
+    let alice = user(ALICE);
+    // Alice read the main timeline up to the mention, but the thread only up to its first
+    // reply: the second reply is unread in its thread although the main position is past it.
+    let set = |thread: ReceiptThread, event: &OwnedEventId| {
+        receipts
+            .set(&h.rooms, &room, &alice, ReceiptKind::Read, &thread, event)
+            .unwrap();
+    };
+    set(ReceiptThread::Main, &third);
+    set(ReceiptThread::Thread(root.clone()), &reply_one);
+
+    let before = counts_under_receipts(&h.push, &receipts, ALICE, &room);
+    let carol_before = counts_under_receipts(&h.push, &receipts, CAROL, &room);
+    assert_eq!(before.0.notification_count, 1);
+    assert_eq!(before.0.threads, BTreeMap::from([(root.clone(), (1, 0))]));
+    let listed_before = h.notified(ALICE);
+    assert_eq!(listed_before.len(), 6);
+    let notifications = NOTIFICATIONS.count(&*h.store).unwrap();
+    let by_room = NOTIFICATIONS_BY_ROOM.count(&*h.store).unwrap();
+    assert_eq!((notifications, by_room), (12, 12));
+
+    // Everything is recent: nothing goes, read or not.
+    let now = super::now_ms();
+    assert_eq!(
+        prune_with_receipts(&h, &receipts, now - DAY_MS, 1000),
+        vec![0]
+    );
+    assert_eq!(NOTIFICATIONS.count(&*h.store).unwrap(), 12);
+
+    // A day later with a day's retention: alice's read ones go from both tables; her unread
+    // ones and all of carol's (she has no receipt) stay.
+    assert_eq!(
+        prune_with_receipts(&h, &receipts, now + DAY_MS, 1000),
+        vec![4]
+    );
+    assert_eq!(NOTIFICATIONS.count(&*h.store).unwrap(), 8);
+    assert_eq!(NOTIFICATIONS_BY_ROOM.count(&*h.store).unwrap(), 8);
+    let listed_after = h.notified(ALICE);
+    let kept = [reply_two.clone(), fourth];
+    assert_eq!(
+        listed_after,
+        listed_before
+            .into_iter()
+            .filter(|(event, _, _)| kept.contains(event))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !listed_after
+            .iter()
+            .any(|(event, _, _)| [&root, &reply_one, &second, &third].contains(&event))
+    );
+    assert_eq!(h.notified(CAROL).len(), 6);
+
+    // The same counts, from the kept counts and from scratch.
+    assert_eq!(
+        counts_under_receipts(&h.push, &receipts, ALICE, &room),
+        before
+    );
+    let fresh = Push::new(Arc::clone(&h.store)).unwrap();
+    assert_eq!(
+        counts_under_receipts(&fresh, &receipts, ALICE, &room),
+        before
+    );
+    assert_eq!(
+        counts_under_receipts(&fresh, &receipts, CAROL, &room),
+        carol_before
+    );
+    assert_eq!(h.push.pruned_total(), 4);
+
+    // Once the thread is read as well, its second reply goes too.
+    set(ReceiptThread::Thread(root.clone()), &reply_two);
+    assert_eq!(
+        prune_with_receipts(&h, &receipts, now + DAY_MS, 1000),
+        vec![1]
+    );
+    assert_eq!(
+        h.notified(ALICE)
+            .into_iter()
+            .map(|(event, _, _)| event)
+            .collect::<Vec<_>>(),
+        vec![kept[1].clone()]
+    );
+}
+
+#[test]
+fn pruning_goes_in_bounded_batches_and_releases_everything_of_a_user_who_is_gone() {
+    let h = Harness::new();
+    let receipts = Receipts::new(Arc::clone(&h.store));
+    let room = h.room(&[BOB, CAROL]);
+    let mut last = None;
+    for body in ["1", "2", "3", "4", "5"] {
+        last = Some(h.text(&room, BOB, body));
+    }
+    h.evaluate();
+    let alice = user(ALICE);
+    let last = last.unwrap();
+    receipts
+        .set(
+            &h.rooms,
+            &room,
+            &alice,
+            ReceiptKind::Read,
+            &ReceiptThread::Unthreaded,
+            &last,
+        )
+        .unwrap();
+    let later = super::now_ms() + DAY_MS;
+    let batches = prune_with_receipts(&h, &receipts, later, 2);
+    assert_eq!(batches.iter().sum::<usize>(), 5);
+    assert!(batches.iter().all(|pruned| *pruned <= 2), "{batches:?}");
+    assert!(h.notified(ALICE).is_empty());
+    assert_eq!(h.notified(CAROL).len(), 5);
+
+    // Carol is gone: her unread notifications go as well, but only once old.
+    let carol = user(CAROL);
+    let mut gone = |user: &UserId, _: &RoomId| {
+        Ok(if *user == carol {
+            RoomRetention::Gone
+        } else {
+            RoomRetention::Reads {
+                main: None,
+                threads: BTreeMap::new(),
+            }
+        })
+    };
+    let recent = h
+        .push
+        .prune_batch(later - 2 * DAY_MS, None, 100, &mut gone)
+        .unwrap();
+    assert_eq!((recent.pruned, recent.next), (0, None));
+    let old = h.push.prune_batch(later, None, 100, &mut gone).unwrap();
+    assert_eq!((old.pruned, old.next), (5, None));
+    assert!(h.notified(CAROL).is_empty());
+    assert_eq!(NOTIFICATIONS_BY_ROOM.count(&*h.store).unwrap(), 0);
 }
