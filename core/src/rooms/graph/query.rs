@@ -162,6 +162,32 @@ impl Rooms {
         self.snapshot_pdus(loaded.record_state_before)
     }
 
+    /// The events at `(kind, state_key)` for each of `state_keys` in the state before
+    /// `event_id`, read one entry at a time from the snapshot rather than materialising the
+    /// whole state (a room's thousands of members cost nothing here). Keys without an entry
+    /// are left out; the order follows `state_keys`.
+    pub fn state_entries_before_event(
+        &self,
+        event_id: &EventId,
+        kind: &StateEventType,
+        state_keys: &[&str],
+    ) -> Result<Vec<Pdu>, RoomError> {
+        let loaded = self.existing_event(event_id)?;
+        self.snapshot_entries(loaded.record_state_before, kind, state_keys)
+    }
+
+    /// [`state_entries_before_event`](Self::state_entries_before_event) for the state after
+    /// `event_id` (including it, for a state event).
+    pub fn state_entries_at_event(
+        &self,
+        event_id: &EventId,
+        kind: &StateEventType,
+        state_keys: &[&str],
+    ) -> Result<Vec<Pdu>, RoomError> {
+        let loaded = self.existing_event(event_id)?;
+        self.snapshot_entries(loaded.record_state_after, kind, state_keys)
+    }
+
     /// The current membership of `user_id` in the room (`None`: never a member, or the room is
     /// unknown).
     pub fn membership(
@@ -371,6 +397,24 @@ impl Rooms {
             Some(event) => self.existing_pdu(event).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn snapshot_entries(
+        &self,
+        snapshot: Option<SnapshotId>,
+        kind: &StateEventType,
+        state_keys: &[&str],
+    ) -> Result<Vec<Pdu>, RoomError> {
+        let Some(snapshot) = snapshot else {
+            return Ok(Vec::new());
+        };
+        let mut pdus = Vec::with_capacity(state_keys.len());
+        for state_key in state_keys {
+            if let Some(pdu) = self.state_pdu(snapshot, kind, state_key)? {
+                pdus.push(pdu);
+            }
+        }
+        Ok(pdus)
     }
 
     fn snapshot_pdus(&self, snapshot: Option<SnapshotId>) -> Result<Vec<Pdu>, RoomError> {

@@ -13,7 +13,8 @@ use ruma::api::client::filter::FilterDefinition;
 use ruma::{CanonicalJsonValue, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
-use super::filter::{apply_event_fields, federation_format};
+use super::filter::{apply_event_fields, federation_format, lazy_members};
+use super::lazy_members::SentMembers;
 use super::token::SyncToken;
 use crate::client::rooms::client_event_value;
 use crate::client::rooms::format::{Serving, client_event_json};
@@ -37,10 +38,14 @@ pub(crate) struct Context<'a> {
     pub(crate) global_account_data: Vec<AccountDataEntry>,
     /// Room account data to deliver, by room.
     pub(crate) room_account_data: HashMap<OwnedRoomId, Vec<AccountDataEntry>>,
+    /// The membership events lazy-loading syncs sent to each device.
+    pub(crate) sent_members: &'a SentMembers,
 }
 
 impl<'a> Context<'a> {
     /// Reads the per-user data of a sync: the account data to deliver and the ignored users.
+    /// A lazy-loading sync also starts the device's record of sent members here: afresh for
+    /// an initial or full-state sync, else without what was recorded after `since`.
     pub(crate) fn new(
         services: &'a Services,
         user: &'a AuthenticatedUser,
@@ -48,7 +53,12 @@ impl<'a> Context<'a> {
         since: Option<SyncToken>,
         full_state: bool,
         upto: StreamPosition,
+        sent_members: &'a SentMembers,
     ) -> Result<Self, ApiError> {
+        if lazy_members(filter).is_some() {
+            let since = since.filter(|_| !full_state).map(|since| since.stream);
+            sent_members.start(&user.user_id, &user.device_id, since);
+        }
         let account_data = &services.account_data;
         let entries = match since {
             Some(since) if !full_state => account_data.changes(&user.user_id, since.stream, upto),
@@ -78,6 +88,7 @@ impl<'a> Context<'a> {
             ignored,
             global_account_data,
             room_account_data,
+            sent_members,
         })
     }
 

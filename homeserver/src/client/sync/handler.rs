@@ -17,10 +17,10 @@ use std::time::Duration;
 use axon_api::{ApiError, ApiResult, AppState, Ruma, RumaResponse};
 use axon_core::Services;
 use axon_core::accounts::AuthenticatedUser;
-use axon_core::rooms::graph::{Audience, StreamAudience};
+use axon_core::rooms::graph::{Audience, StreamAudience, StreamPosition};
 use axon_core::sync::Typing;
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use ruma::api::client::filter::{FilterDefinition, create_filter, get_filter};
 use ruma::api::client::sync::sync_events;
 use ruma::events::room::member::MembershipState;
@@ -31,6 +31,7 @@ use super::context::Context;
 use super::ephemeral::global_account_data;
 use super::extensions::fill_device_sections;
 use super::filter::resolve;
+use super::lazy_members::SentMembers;
 use super::presence::presence_events;
 use super::response::SyncResponse;
 use super::rooms::rooms;
@@ -43,10 +44,15 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 /// with the unread counts as they are (evaluation takes well under a millisecond an event;
 /// this only matters when the evaluator is failing).
 const MAX_EVALUATION_WAIT: Duration = Duration::from_secs(2);
+/// How long a sync computing its response on a blocking thread waits there for evaluation.
+/// Longer waits happen off the blocking pool, so that many waking syncs cannot hold every
+/// blocking thread while the evaluator needs one.
+const BLOCKING_EVALUATION_WAIT: Duration = Duration::from_millis(20);
 
 /// # `GET /_matrix/client/v3/sync`
 pub(crate) async fn sync(
     State(state): State<AppState>,
+    Extension(sent_members): Extension<Arc<SentMembers>>,
     request: Ruma<sync_events::v3::Request>,
 ) -> ApiResult<Json<SyncResponse>> {
     let user = Arc::new(request.identity);
@@ -74,6 +80,9 @@ pub(crate) async fn sync(
     let services = state.services_arc();
     let mut stream = services.rooms.subscribe();
     let mut typing = services.typing.subscribe();
+    // Whether this sync already waited for a lagging evaluation: it then answers with the
+    // counts as they are rather than waiting again.
+    let mut waited_for_evaluation = false;
     loop {
         // Marked seen before reading the positions, so a change published after the read
         // wakes the wait below.
@@ -81,23 +90,51 @@ pub(crate) async fn sync(
         typing.borrow_and_update();
         let upto = services.rooms.current_stream_position();
         let typing_now = services.typing.current();
-        let (response, watched) = {
+        let (response, counts_final, watched) = {
             let (user, filter) = (Arc::clone(&user), Arc::clone(&filter));
+            let sent_members = Arc::clone(&sent_members);
+            let evaluation_wait = if waited_for_evaluation {
+                Duration::ZERO
+            } else {
+                BLOCKING_EVALUATION_WAIT
+            };
             blocking(&state, move |services| {
-                let response = compute(
-                    services, &user, &filter, since, full_state, upto, typing_now,
+                let (response, counts_final) = compute(
+                    services,
+                    &user,
+                    &filter,
+                    (since, full_state),
+                    (upto, typing_now),
+                    evaluation_wait,
+                    &sent_members,
                 )?;
                 // Read only by a sync that is going to wait.
                 let answers_now = since.is_none() || full_state || response.has_updates();
-                let watched = if answers_now {
+                let watched = if answers_now || !counts_final {
                     None
                 } else {
                     Some(WatchedRooms::of(services, &user.user_id)?)
                 };
-                Ok((response, watched))
+                Ok((response, counts_final, watched))
             })
             .await?
         };
+        if !counts_final && !waited_for_evaluation {
+            // Evaluation lags behind: wait for it here, holding no blocking thread, and
+            // compute again.
+            waited_for_evaluation = true;
+            if services
+                .push
+                .wait_evaluated(upto, MAX_EVALUATION_WAIT)
+                .await
+            {
+                continue;
+            }
+            tracing::warn!(
+                upto = upto.0,
+                "push rule evaluation is behind; unread counts may be late"
+            );
+        }
         let Some(watched) = watched else {
             return Ok(Json(response));
         };
@@ -210,29 +247,33 @@ fn room_hash(room_id: &RoomId) -> u64 {
     hasher.finish()
 }
 
-/// One sync response from `since` to `upto`.
+/// One sync response from `since` (with `full_state`) to `upto` (with the typing serial),
+/// and whether its unread counts are final: push rule evaluation covered `upto` within
+/// `evaluation_wait`.
 fn compute(
     services: &Services,
     user: &AuthenticatedUser,
     filter: &FilterDefinition,
-    since: Option<SyncToken>,
-    full_state: bool,
-    upto: axon_core::rooms::graph::StreamPosition,
-    typing_now: u64,
-) -> Result<SyncResponse, ApiError> {
-    let ctx = Context::new(services, user, filter, since, full_state, upto)?;
+    (since, full_state): (Option<SyncToken>, bool),
+    (upto, typing_now): (StreamPosition, u64),
+    evaluation_wait: Duration,
+    sent_members: &SentMembers,
+) -> Result<(SyncResponse, bool), ApiError> {
+    let ctx = Context::new(
+        services,
+        user,
+        filter,
+        since,
+        full_state,
+        upto,
+        sent_members,
+    )?;
     // Unread counts come from push rule evaluation, which follows the stream: the counts wait
-    // for it to cover `upto`, so the events and their counts arrive in one answer.
+    // for it to cover `upto`, so the events and their counts arrive in one answer. The wait
+    // here is short: a longer one is the caller's, off the blocking pool.
+    let mut counts_final = true;
     let counts_ready = || {
-        if !services
-            .push
-            .wait_evaluated_blocking(upto, MAX_EVALUATION_WAIT)
-        {
-            tracing::warn!(
-                upto = upto.0,
-                "push rule evaluation is behind; unread counts may be late"
-            );
-        }
+        counts_final = services.push.wait_evaluated_blocking(upto, evaluation_wait);
     };
     let mut response = SyncResponse {
         next_batch: SyncToken {
@@ -252,7 +293,7 @@ fn compute(
         upto,
         &mut response,
     )?;
-    Ok(response)
+    Ok((response, counts_final))
 }
 
 /// # `POST /_matrix/client/v3/user/{userId}/filter`

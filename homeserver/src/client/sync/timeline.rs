@@ -19,7 +19,7 @@ use axon_core::rooms::graph::{StreamPosition, TopoPosition};
 use axon_core::rooms::pdu::Pdu;
 use ruma::RoomId;
 use ruma::api::Direction;
-use ruma::events::TimelineEventType;
+use ruma::events::{StateEventType, TimelineEventType};
 use serde_json::Value;
 
 use super::context::Context;
@@ -187,9 +187,35 @@ fn state_before_slice(
     }
 }
 
+/// The member events of `members` in the state before the slice (as [`state_before_slice`]),
+/// read entry by entry rather than loading the whole state: a lazy-loading sync wants a few
+/// members of a room that may have thousands.
+fn members_before_slice(
+    ctx: &Context<'_>,
+    room_id: &RoomId,
+    slice: &Slice,
+    upto: StreamPosition,
+    members: &[&str],
+) -> Result<Vec<Pdu>, ApiError> {
+    let rooms = &ctx.services.rooms;
+    let kind = StateEventType::RoomMember;
+    match slice.events.first() {
+        Some((_, first)) => {
+            Ok(rooms.state_entries_before_event(first.event_id(), &kind, members)?)
+        }
+        None => match newest_at(ctx, room_id, upto)? {
+            Some((_, newest)) => {
+                Ok(rooms.state_entries_at_event(newest.event_id(), &kind, members)?)
+            }
+            None => Ok(Vec::new()),
+        },
+    }
+}
+
 /// The state section for a slice: in full when `full`, else what changed since `since`;
 /// filtered by the state filter and, with lazy-loading, reduced to the members of the
-/// slice's senders (and the user's own, in full state).
+/// slice's senders (and the user's own, in full state), less those the device was already
+/// sent unless the filter wants redundant members.
 pub(crate) fn state_section(
     ctx: &Context<'_>,
     room_id: &RoomId,
@@ -197,7 +223,7 @@ pub(crate) fn state_section(
     upto: StreamPosition,
     full: bool,
 ) -> Result<Vec<Value>, ApiError> {
-    let lazy = lazy_members(ctx.filter).is_some();
+    let lazy = lazy_members(ctx.filter);
     let since = ctx.since_stream();
     let unchanged = !full && !slice.limited && !slice.skipped_state_before;
     let mut before: Option<Vec<Pdu>> = None;
@@ -213,7 +239,7 @@ pub(crate) fn state_section(
         state
     };
 
-    if lazy {
+    if lazy.is_some() {
         let senders: HashSet<&str> = slice
             .events
             .iter()
@@ -242,23 +268,67 @@ pub(crate) fn state_section(
             .filter(|sender| !present.contains(*sender) && !in_timeline.contains(sender))
             .collect();
         if !missing.is_empty() {
-            let before = match before {
-                Some(before) => before,
-                None => state_before_slice(ctx, room_id, slice, upto)?,
-            };
-            state.extend(before.into_iter().filter(|pdu| {
-                *pdu.kind() == TimelineEventType::RoomMember
-                    && pdu.state_key().is_some_and(|key| missing.contains(&key))
-            }));
+            match before {
+                Some(before) => state.extend(before.into_iter().filter(|pdu| {
+                    *pdu.kind() == TimelineEventType::RoomMember
+                        && pdu.state_key().is_some_and(|key| missing.contains(&key))
+                })),
+                None => state.extend(members_before_slice(ctx, room_id, slice, upto, &missing)?),
+            }
         }
     }
 
     let state_filter = &ctx.filter.room.state;
-    state
+    let mut served: Vec<&Pdu> = state
         .iter()
         .filter(|pdu| matches(state_filter, room_id, pdu))
-        .map(|pdu| Ok(ctx.state_event(pdu)))
-        .collect()
+        .collect();
+    if let Some(include_redundant) = lazy {
+        served = leave_out_sent_members(ctx, room_id, slice, full, include_redundant, served);
+    }
+    Ok(served.into_iter().map(|pdu| ctx.state_event(pdu)).collect())
+}
+
+/// For a lazy-loading sync: leaves out of `state` the member events the device was already
+/// sent in a response `since` was built from (unless the filter wants redundant members, or
+/// the room is sent in `full`), and records the member events this response sends, in its
+/// state and its timeline.
+fn leave_out_sent_members<'p>(
+    ctx: &Context<'_>,
+    room_id: &RoomId,
+    slice: &'p Slice,
+    full: bool,
+    include_redundant: bool,
+    state: Vec<&'p Pdu>,
+) -> Vec<&'p Pdu> {
+    let sent = ctx.sent_members;
+    let (user_id, device_id) = (&ctx.user.user_id, &ctx.user.device_id);
+    if full {
+        // The room is sent anew (newly joined, or a full-state sync): the client may not
+        // keep what it was sent of an earlier membership.
+        sent.forget_room(user_id, device_id, room_id);
+    }
+    let member = |pdu: &&Pdu| *pdu.kind() == TimelineEventType::RoomMember;
+    let state: Vec<&Pdu> = match ctx.since_stream().filter(|_| !full && !include_redundant) {
+        Some(since) => state
+            .into_iter()
+            .filter(|pdu| {
+                !(member(pdu)
+                    && pdu.state_key().is_some_and(|key| {
+                        sent.was_sent(user_id, device_id, room_id, key, pdu.event_id(), since)
+                    }))
+            })
+            .collect(),
+        None => state,
+    };
+    let members = state
+        .iter()
+        .copied()
+        .chain(slice.events.iter().map(|(_, pdu)| pdu))
+        .filter(member)
+        .filter_map(|pdu| Some((pdu.state_key()?, pdu.event_id())));
+    sent.record(user_id, device_id, room_id, members, ctx.upto);
+    state
 }
 
 /// The events of `now` that are not in `then` (by `(type, state_key)` -> event id).

@@ -263,3 +263,64 @@ fn stored_events_read_back_as_sent_with_or_without_their_stored_hash() {
         assert_eq!(reread.json(), read.json());
     }
 }
+
+#[test]
+fn single_state_entries_before_and_at_an_event() {
+    let h = Harness::new();
+    let room_id = h.public_room(RoomVersionId::V11);
+    let member = StateEventType::RoomMember;
+    let bob_join = h.member(&room_id, BOB, BOB, "join").unwrap();
+    let said = h.message(&room_id, BOB, "hi").unwrap();
+    let entry_ids = |pdus: Vec<Pdu>| -> Vec<OwnedEventId> {
+        pdus.iter().map(|pdu| pdu.event_id().to_owned()).collect()
+    };
+
+    // Before bob's join he has no entry; at it, the join is his entry.
+    let before_join = h
+        .rooms
+        .state_entries_before_event(&bob_join.event_id, &member, &[BOB, ALICE])
+        .unwrap();
+    assert_eq!(before_join.len(), 1);
+    assert_eq!(before_join[0].state_key(), Some(ALICE));
+    assert_eq!(
+        entry_ids(
+            h.rooms
+                .state_entries_at_event(&bob_join.event_id, &member, &[BOB])
+                .unwrap()
+        ),
+        vec![bob_join.event_id.clone()]
+    );
+
+    // The entries agree with the full state, in the order asked for; unknown keys and other
+    // types are simply absent.
+    let entries = h
+        .rooms
+        .state_entries_before_event(&said.event_id, &member, &[BOB, "@nobody:x", ALICE])
+        .unwrap();
+    let full = h.rooms.state_before_event(&said.event_id).unwrap();
+    let expected: Vec<OwnedEventId> = [BOB, ALICE]
+        .iter()
+        .map(|who| {
+            full.iter()
+                .find(|pdu| {
+                    pdu.kind().to_string() == "m.room.member" && pdu.state_key() == Some(*who)
+                })
+                .unwrap()
+                .event_id()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(entry_ids(entries), expected);
+    assert!(
+        h.rooms
+            .state_entries_before_event(&said.event_id, &StateEventType::RoomTopic, &[BOB])
+            .unwrap()
+            .is_empty()
+    );
+    let unknown = EventId::parse("$unknown:example.org").unwrap();
+    assert!(matches!(
+        h.rooms
+            .state_entries_before_event(&unknown, &member, &[BOB]),
+        Err(RoomError::NotFound(_))
+    ));
+}
