@@ -209,8 +209,12 @@ pub fn room_retention(
 /// Prunes notifications older than `retention` until the runtime shuts down: one pass
 /// shortly after start-up, then one an hour, each in batches on blocking threads.
 pub async fn run_pruner(services: Arc<Services>, retention: Duration) {
-    tokio::time::sleep(FIRST_PASS_AFTER).await;
+    let start = tokio::time::Instant::now() + FIRST_PASS_AFTER;
+    let mut passes = tokio::time::interval_at(start, PASS_EVERY);
+    // A pass that overran is followed by the next a whole period later, not at once.
+    passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        passes.tick().await;
         let cutoff_ms =
             now_ms().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
         match prune_pass(&services, cutoff_ms).await {
@@ -218,7 +222,6 @@ pub async fn run_pruner(services: Arc<Services>, retention: Duration) {
             Ok(pruned) => tracing::info!(pruned, "pruned read notifications"),
             Err(error) => tracing::error!(%error, "pruning notifications failed"),
         }
-        tokio::time::sleep(PASS_EVERY).await;
     }
 }
 

@@ -251,6 +251,11 @@ mod tests {
         StreamPosition(n)
     }
 
+    /// Records that `device` was sent Bob's member event `event` in a response at `at`.
+    fn record_bob(record: &SentMembers, device: &DeviceId, event: &EventId, at: u64) {
+        record.record(alice(), device, room_id!("!r:x"), [(BOB, event)], pos(at));
+    }
+
     fn sent(record: &SentMembers, device: &DeviceId, event: &EventId, since: u64) -> bool {
         record.was_sent(alice(), device, room_id!("!r:x"), BOB, event, pos(since))
     }
@@ -260,13 +265,7 @@ mod tests {
         let record = SentMembers::default();
         let join = event_id!("$join:x");
         record.start(alice(), device_id!("PHONE"), Some(pos(5)));
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
+        record_bob(&record, device_id!("PHONE"), join, 10);
         // A sync from the token of that response, or a later one, trusts it.
         assert!(sent(&record, device_id!("PHONE"), join, 10));
         assert!(sent(&record, device_id!("PHONE"), join, 12));
@@ -300,36 +299,18 @@ mod tests {
     fn a_sync_from_an_older_token_is_sent_them_again() {
         let record = SentMembers::default();
         let join = event_id!("$join:x");
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
+        record_bob(&record, device_id!("PHONE"), join, 10);
         // The response at 10 never arrived: the client syncs from 5 again.
         assert!(!sent(&record, device_id!("PHONE"), join, 5));
         record.start(alice(), device_id!("PHONE"), Some(pos(5)));
         // And the entry is gone, even for later tokens of this new chain of responses.
         assert!(!sent(&record, device_id!("PHONE"), join, 10));
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(11),
-        );
+        record_bob(&record, device_id!("PHONE"), join, 11);
         assert!(!sent(&record, device_id!("PHONE"), join, 10));
         assert!(sent(&record, device_id!("PHONE"), join, 11));
         // Sent again later: the first response carrying it stays the one trusted.
         record.start(alice(), device_id!("PHONE"), Some(pos(11)));
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(15),
-        );
+        record_bob(&record, device_id!("PHONE"), join, 15);
         assert!(sent(&record, device_id!("PHONE"), join, 11));
     }
 
@@ -337,21 +318,9 @@ mod tests {
     fn a_changed_membership_replaces_the_entry() {
         let record = SentMembers::default();
         let (join, rename) = (event_id!("$join:x"), event_id!("$rename:x"));
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
+        record_bob(&record, device_id!("PHONE"), join, 10);
         record.start(alice(), device_id!("PHONE"), Some(pos(10)));
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, rename)],
-            pos(20),
-        );
+        record_bob(&record, device_id!("PHONE"), rename, 20);
         assert!(!sent(&record, device_id!("PHONE"), join, 20));
         assert!(sent(&record, device_id!("PHONE"), rename, 20));
         assert_eq!(record.lock().entries, 1);
@@ -361,20 +330,8 @@ mod tests {
     fn initial_syncs_and_new_rooms_start_again() {
         let record = SentMembers::default();
         let join = event_id!("$join:x");
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
-        record.record(
-            alice(),
-            device_id!("LAPTOP"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
+        record_bob(&record, device_id!("PHONE"), join, 10);
+        record_bob(&record, device_id!("LAPTOP"), join, 10);
         record.start(alice(), device_id!("PHONE"), None);
         assert!(!sent(&record, device_id!("PHONE"), join, 20));
         assert!(sent(&record, device_id!("LAPTOP"), join, 20));
@@ -387,30 +344,12 @@ mod tests {
     fn forgotten_devices_are_sent_their_members_again() {
         let record = SentMembers::new(NonZeroUsize::MIN.saturating_add(1), 100);
         let join = event_id!("$join:x");
-        record.record(
-            alice(),
-            device_id!("PHONE"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
-        record.record(
-            alice(),
-            device_id!("LAPTOP"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
+        record_bob(&record, device_id!("PHONE"), join, 10);
+        record_bob(&record, device_id!("LAPTOP"), join, 10);
         // The phone syncs again, which makes the laptop the least recently used.
         record.start(alice(), device_id!("PHONE"), Some(pos(10)));
         // A third device pushes out the least recently used one.
-        record.record(
-            alice(),
-            device_id!("TABLET"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
+        record_bob(&record, device_id!("TABLET"), join, 10);
         assert!(!sent(&record, device_id!("LAPTOP"), join, 10));
         assert!(sent(&record, device_id!("PHONE"), join, 10));
         assert_eq!(record.lock().entries, 2);
@@ -425,13 +364,7 @@ mod tests {
             members,
             pos(10),
         );
-        record.record(
-            alice(),
-            device_id!("LAPTOP"),
-            room_id!("!r:x"),
-            [(BOB, join)],
-            pos(10),
-        );
+        record_bob(&record, device_id!("LAPTOP"), join, 10);
         assert!(!record.was_sent(
             alice(),
             device_id!("PHONE"),
